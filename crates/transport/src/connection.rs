@@ -2,27 +2,10 @@
 
 use std::fmt;
 
+pub use sinew_types::Direction;
 use sinew_types::{Addr, PeerId};
 
 use crate::MuxedConnection;
-
-/// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Direction {
-    /// The remote dialled us.
-    Inbound,
-    /// We dialled the remote.
-    Outbound,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Inbound => "inbound",
-            Self::Outbound => "outbound",
-        })
-    }
-}
 
 /// A Noise cipher suite; the id is the byte sent in the preamble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

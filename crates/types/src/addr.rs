@@ -11,6 +11,24 @@ const MAX_DNS_NAME: usize = 253;
 /// Longest WebSocket path accepted.
 const MAX_PATH: usize = 1024;
 
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// The remote dialled us.
+    Inbound,
+    /// We dialled the remote.
+    Outbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        })
+    }
+}
+
 /// The transport an address names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]

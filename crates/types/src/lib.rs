@@ -39,7 +39,7 @@ mod keypair;
 mod peer_id;
 mod record;
 
-pub use addr::{Addr, AddrError, Host, Scheme};
+pub use addr::{Addr, AddrError, Direction, Host, Scheme};
 pub use keypair::{KeyFileError, Keypair};
 pub use peer_id::{PeerId, PeerIdError, Signature, SignatureError, SigningDomain};
 pub use record::{

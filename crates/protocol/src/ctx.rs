@@ -1,0 +1,255 @@
+//! `Ctx`, what a protocol can do, and `Host`, what runs protocols (the node, the simulator,
+//! a test host) must provide.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{Rng, RngExt as _};
+use sinew_codec::messages::{DisconnectCode, Identify};
+use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
+use sinew_types::{Addr, PeerId};
+
+use crate::{BroadcastReport, Message, PeerInfo, ProtocolEvent, RequestId, SendError, TimerId};
+
+/// Identifies a registered protocol within its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProtocolId(pub u32);
+
+/// Commands a protocol queues for its host, beyond sending frames.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Command {
+    /// Mark the peer authorized.
+    Authorize(PeerId),
+    /// Close the connection to the peer, telling it why.
+    Disconnect(PeerId, DisconnectCode),
+    /// Dial an address (one-shot).
+    Dial(Addr),
+    /// Keep a peer connected (reconnect with backoff).
+    AddPeer(Addr),
+    /// Hand an event to the application's event stream.
+    Emit(ProtocolEvent),
+    /// Record what a peer said in identify (the identify protocol does this).
+    Identified(PeerId, Arc<Identify>),
+}
+
+/// What a protocol's host provides. The node implements it over real connections; the
+/// simulator and [`crate::testing::TestHost`] implement it in memory. Everything is
+/// non-blocking: frames are queued (or refused with [`SendError::Full`]), commands are queued.
+pub trait Host {
+    /// The current time (virtual in simulations).
+    fn now(&self) -> Instant;
+    /// The host's seeded RNG.
+    fn rng(&mut self) -> &mut dyn Rng;
+    /// This node's peer id.
+    fn local_peer(&self) -> PeerId;
+    /// Connected peers, sorted by peer id.
+    fn connected_peers(&self) -> &[PeerId];
+    /// What is known about a connected peer.
+    fn peer_info(&self, peer: &PeerId) -> Option<&PeerInfo>;
+    /// Queues a frame for a peer without waiting.
+    fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError>;
+    /// Allocates a request id and remembers that `protocol` awaits its response until
+    /// `timeout` passes; the frame is sent by the caller with that id.
+    fn start_request(
+        &mut self,
+        protocol: ProtocolId,
+        peer: &PeerId,
+        opcode: Opcode,
+        timeout: Duration,
+    ) -> RequestId;
+    /// Forgets a request whose frame could not be sent.
+    fn abandon_request(&mut self, id: RequestId);
+    /// Calls `protocol`'s `on_timer` at `at`.
+    fn set_timer(&mut self, protocol: ProtocolId, at: Instant) -> TimerId;
+    /// Cancels a timer (no-op if it already fired).
+    fn cancel_timer(&mut self, protocol: ProtocolId, timer: TimerId);
+    /// Queues a command.
+    fn command(&mut self, protocol: ProtocolId, command: Command);
+}
+
+/// A protocol's handle on its host during a callback. It queues actions; it does no I/O.
+pub struct Ctx<'a> {
+    host: &'a mut dyn Host,
+    protocol: ProtocolId,
+    name: &'static str,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for `protocol` (named `name`) on `host`. Hosts call this; protocols receive it.
+    pub fn new(host: &'a mut dyn Host, protocol: ProtocolId, name: &'static str) -> Self {
+        Self { host, protocol, name }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Instant {
+        self.host.now()
+    }
+
+    /// The host's seeded RNG (deterministic in simulations).
+    pub fn rng(&mut self) -> &mut dyn Rng {
+        self.host.rng()
+    }
+
+    /// This node's peer id.
+    pub fn local_peer(&self) -> PeerId {
+        self.host.local_peer()
+    }
+
+    /// Connected peers, sorted.
+    pub fn peers(&self) -> &[PeerId] {
+        self.host.connected_peers()
+    }
+
+    /// What is known about a connected peer.
+    pub fn peer(&self, peer: &PeerId) -> Option<&PeerInfo> {
+        self.host.peer_info(peer)
+    }
+
+    fn check_size(payload: &Bytes) -> Result<(), SendError> {
+        if payload.len() > MAX_MESSAGE { Err(SendError::TooLarge) } else { Ok(()) }
+    }
+
+    /// Queues a one-way message; [`SendError::Full`] if the peer's queue is full.
+    pub fn try_send(
+        &mut self,
+        peer: &PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        Self::check_size(&payload)?;
+        self.host.send_frame(peer, Frame::message(opcode, payload))
+    }
+
+    /// Sends a request; the answer (or a timeout) arrives in
+    /// [`crate::Protocol::on_response`] with the returned id.
+    pub fn request(
+        &mut self,
+        peer: &PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<RequestId, SendError> {
+        Self::check_size(&payload)?;
+        let id = self.host.start_request(self.protocol, peer, opcode, timeout);
+        let frame = Frame::new(opcode, FrameKind::Request { id: id.0 }, payload);
+        match self.host.send_frame(peer, frame) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.host.abandon_request(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Answers a request with a response of the same opcode. A message that was not a request
+    /// needs no answer: this does nothing for it and returns `Ok`.
+    pub fn reply(&mut self, to: &Message, payload: Bytes) -> Result<(), SendError> {
+        Self::check_size(&payload)?;
+        let Some(id) = to.request_id() else { return Ok(()) };
+        self.host.send_frame(&to.peer, Frame::new(to.opcode, FrameKind::Response { id }, payload))
+    }
+
+    /// Answers a request with an error status.
+    pub fn reply_error(&mut self, to: &Message, status: Status) -> Result<(), SendError> {
+        let Some(id) = to.request_id() else { return Ok(()) };
+        self.host.send_frame(
+            &to.peer,
+            Frame::new(to.opcode, FrameKind::Error { id, status }, Bytes::new()),
+        )
+    }
+
+    /// Queues a message for every connected peer; peers whose queue is full are skipped and
+    /// reported.
+    pub fn broadcast(&mut self, opcode: Opcode, payload: Bytes) -> BroadcastReport {
+        let peers = self.host.connected_peers().to_vec();
+        self.broadcast_to(&peers, opcode, payload)
+    }
+
+    /// Queues a message for each of `peers` (those not connected are skipped).
+    pub fn broadcast_to(
+        &mut self,
+        peers: &[PeerId],
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        if Self::check_size(&payload).is_err() {
+            return report;
+        }
+        for peer in peers {
+            match self.host.send_frame(peer, Frame::message(opcode, payload.clone())) {
+                Ok(()) => report.sent.push(*peer),
+                Err(SendError::Full) => report.full.push(*peer),
+                Err(_) => {}
+            }
+        }
+        report
+    }
+
+    /// Queues a message for `n` connected peers chosen at random (all if fewer are connected).
+    pub fn broadcast_randomly(
+        &mut self,
+        n: usize,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> BroadcastReport {
+        let mut peers = self.host.connected_peers().to_vec();
+        let n = n.min(peers.len());
+        // Partial Fisher-Yates: the first n entries become a uniform random sample.
+        for i in 0..n {
+            let j = self.host.rng().random_range(i..peers.len());
+            peers.swap(i, j);
+        }
+        peers.truncate(n);
+        self.broadcast_to(&peers, opcode, payload)
+    }
+
+    /// Calls this protocol's `on_timer` at `at`.
+    pub fn set_timer(&mut self, at: Instant) -> TimerId {
+        self.host.set_timer(self.protocol, at)
+    }
+
+    /// Calls this protocol's `on_timer` after `delay`.
+    pub fn set_timer_in(&mut self, delay: Duration) -> TimerId {
+        let at = self.host.now() + delay;
+        self.host.set_timer(self.protocol, at)
+    }
+
+    /// Cancels a timer.
+    pub fn cancel_timer(&mut self, timer: TimerId) {
+        self.host.cancel_timer(self.protocol, timer);
+    }
+
+    /// Marks a peer authorized.
+    pub fn authorize(&mut self, peer: &PeerId) {
+        self.host.command(self.protocol, Command::Authorize(*peer));
+    }
+
+    /// Closes the connection to a peer with a reason.
+    pub fn disconnect(&mut self, peer: &PeerId, code: DisconnectCode) {
+        self.host.command(self.protocol, Command::Disconnect(*peer, code));
+    }
+
+    /// Dials an address once.
+    pub fn dial(&mut self, addr: Addr) {
+        self.host.command(self.protocol, Command::Dial(addr));
+    }
+
+    /// Keeps a peer connected, reconnecting with backoff.
+    pub fn add_peer(&mut self, addr: Addr) {
+        self.host.command(self.protocol, Command::AddPeer(addr));
+    }
+
+    /// Hands an event to the application's event stream.
+    pub fn emit<E: std::any::Any + Send + Sync>(&mut self, event: E) {
+        let event = ProtocolEvent { protocol: self.name, event: Arc::new(event) };
+        self.host.command(self.protocol, Command::Emit(event));
+    }
+
+    /// Records what a peer said in identify (used by the identify protocol).
+    pub fn set_identity(&mut self, peer: &PeerId, identity: Arc<Identify>) {
+        self.host.command(self.protocol, Command::Identified(*peer, identity));
+    }
+}
