@@ -1,1 +1,82 @@
-//! placeholder
+//! sinew: a peer-to-peer networking stack.
+//!
+//! A [`Node`] listens and dials over TCP, authenticates every connection to an Ed25519
+//! [`PeerId`] with Noise XX, multiplexes it with yamux, and exchanges opcode-framed messages of
+//! up to 512 MiB. One driver task runs the peer manager and every [`Protocol`] (ping, keepalive,
+//! identify, yours); one task per connection does its I/O. Every queue is bounded: `send`
+//! waits, `try_send` returns [`SendError::Full`], inboxes answer `BUSY`, and slow event
+//! subscribers are told what they missed.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use bytes::Bytes;
+//! use sinew::{Event, Keypair, Node, Opcode};
+//!
+//! let server = Node::builder(Keypair::generate()).listen("tcp://127.0.0.1:0".parse()?).start().await?;
+//! let mut requests = server.inbox(Opcode::app(1000)?).await?;
+//! tokio::spawn({
+//!     let server = server.clone();
+//!     async move {
+//!         while let Some(msg) = requests.next().await {
+//!             let _ = server.reply(&msg, msg.payload.clone()).await;
+//!         }
+//!     }
+//! });
+//!
+//! let client = Node::builder(Keypair::generate()).start().await?;
+//! let mut events = client.events();
+//! let peer = client.dial(server.listen_addrs()[0].clone()).await?;
+//! let echo = client.request(peer, Opcode::app(1000)?, Bytes::from_static(b"hello")).await?;
+//! assert_eq!(&echo[..], b"hello");
+//! assert!(matches!(events.next().await, Some(Event::PeerConnected { .. })));
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+//!
+//! A custom protocol is one small [`Protocol`] impl, registered with
+//! [`NodeBuilder::protocol`] or [`Node::register`]; see `sinew_protocol` for the trait and a
+//! test host that runs protocols on virtual time.
+
+mod builtin;
+mod config;
+mod conn;
+mod driver;
+mod error;
+mod events;
+mod node;
+mod queue;
+mod shared;
+mod state;
+mod stats;
+mod stream;
+
+pub use builtin::Inbox;
+pub use bytes::Bytes;
+pub use config::NodeConfig;
+pub use conn::outbound::PerfReport;
+pub use error::{DialError, RegisterError, RequestError, SendError, StartError, StreamError};
+pub use events::{DropReason, Event, Events};
+pub use node::{Node, NodeBuilder, ProtocolHandle};
+pub use sinew_codec::messages::DisconnectCode;
+pub use sinew_codec::{Opcode, OpcodeRange, Status};
+pub use sinew_peers::{PeersConfig, Refusal};
+pub use sinew_protocol::{
+    BroadcastReport, Ctx, Handled, Message, Opcodes, PeerInfo, Protocol, ProtocolEvent, Reason,
+    RequestFailure, Response, TimerId,
+};
+pub use sinew_tcp::TcpConfig;
+pub use sinew_transport::NoiseSuite;
+pub use sinew_types::{Addr, Direction, Keypair, PeerId};
+pub use state::{NetworkState, PeerState};
+pub use stream::{AppStream, IncomingStream, StreamInbox};
+
+/// The crates sinew is built from, for what the top level does not re-export.
+pub mod layers {
+    pub use sinew_codec as codec;
+    pub use sinew_peers as peers;
+    pub use sinew_protocol as protocol;
+    pub use sinew_secure as secure;
+    pub use sinew_tcp as tcp;
+    pub use sinew_transport as transport;
+    pub use sinew_types as types;
+}

@@ -151,9 +151,24 @@ impl<'a> Ctx<'a> {
         self.host.send_frame(&to.peer, Frame::new(to.opcode, FrameKind::Response { id }, payload))
     }
 
-    /// Answers a request with an error status.
-    pub fn reply_error(&mut self, to: &Message, status: Status) -> Result<(), SendError> {
+    /// Answers a request with a response carrying another opcode (e.g. PING answered by PONG).
+    pub fn reply_as(
+        &mut self,
+        to: &Message,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        Self::check_size(&payload)?;
         let Some(id) = to.request_id() else { return Ok(()) };
+        self.host.send_frame(&to.peer, Frame::new(opcode, FrameKind::Response { id }, payload))
+    }
+
+    /// Answers a request, or an acked message, with an error status.
+    pub fn reply_error(&mut self, to: &Message, status: Status) -> Result<(), SendError> {
+        let id = match to.kind {
+            FrameKind::Request { id } | FrameKind::Acked { id } => id,
+            _ => return Ok(()),
+        };
         self.host.send_frame(
             &to.peer,
             Frame::new(to.opcode, FrameKind::Error { id, status }, Bytes::new()),

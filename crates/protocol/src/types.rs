@@ -219,6 +219,9 @@ pub enum SendError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The peer is not authorized for application messages yet.
+    #[error("peer not authorized")]
+    Unauthorized,
 }
 
 /// What a broadcast reached.

@@ -1,0 +1,147 @@
+//! `sinew perf`: connection setup time and single-stream throughput against a node.
+
+use std::time::{Duration, Instant};
+
+use sinew::{Addr, NodeConfig, NoiseSuite};
+
+use crate::run::{BoxError, client};
+
+/// `sinew perf` options.
+#[derive(clap::Args)]
+pub(crate) struct PerfArgs {
+    /// The node's address (it must serve perf: `sinew node` does).
+    addr: Addr,
+    /// Bytes to send on one stream.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Bytes to receive back afterwards.
+    #[arg(long, default_value_t = 0)]
+    download: u64,
+    /// Size of each write.
+    #[arg(long, default_value_t = 1 << 20)]
+    chunk: usize,
+    /// Noise suite: aes or chacha.
+    #[arg(long, default_value = "aes")]
+    suite: String,
+    /// Connection setups to time one after another (each a fresh identity: dial to first pong).
+    #[arg(long, default_value_t = 20)]
+    setups: usize,
+    /// Connection setups to run at once, for connections per second under concurrency.
+    #[arg(long, default_value_t = 0)]
+    concurrent: usize,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn config(suite: NoiseSuite) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.tcp.noise.suite = suite;
+    config.request_timeout = Duration::from_secs(600);
+    config
+}
+
+/// Dial to first response (a pong), with a fresh client identity.
+async fn one_setup(addr: &Addr, suite: NoiseSuite) -> Result<Duration, BoxError> {
+    let node = client(config(suite)).await?;
+    let start = Instant::now();
+    let peer = node.dial(addr.clone()).await?;
+    node.ping(peer).await?;
+    let elapsed = start.elapsed();
+    node.shutdown().await;
+    Ok(elapsed)
+}
+
+fn cpu_seconds() -> f64 {
+    #[allow(unsafe_code)]
+    // SAFETY: getrusage fills the struct we own; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
+    let suite = match args.suite.as_str() {
+        "aes" | "aesgcm" => NoiseSuite::AesGcm,
+        "chacha" | "chachapoly" => NoiseSuite::ChaChaPoly,
+        other => return Err(format!("unknown suite {other} (aes or chacha)").into()),
+    };
+    let mut setups = Vec::with_capacity(args.setups);
+    let sequential_start = Instant::now();
+    for _ in 0..args.setups {
+        setups.push(one_setup(&args.addr, suite).await?);
+    }
+    let sequential_elapsed = sequential_start.elapsed();
+    setups.sort();
+    let median = setups.get(setups.len() / 2).copied().unwrap_or_default();
+    let sequential_rate = args.setups as f64 / sequential_elapsed.as_secs_f64().max(1e-9);
+
+    let concurrent_rate = if args.concurrent > 0 {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..args.concurrent)
+            .map(|_| {
+                let addr = args.addr.clone();
+                tokio::spawn(
+                    async move { one_setup(&addr, suite).await.map_err(|e| e.to_string()) },
+                )
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        Some(args.concurrent as f64 / start.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+
+    let node = client(config(suite)).await?;
+    let peer = node.dial(args.addr.clone()).await?;
+    let cpu_before = cpu_seconds();
+    let report = node.perf(peer, args.bytes, args.download, args.chunk).await?;
+    let cpu = cpu_seconds() - cpu_before;
+    node.shutdown().await;
+    let gb = (report.uploaded + report.downloaded) as f64 / 1e9;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "suite": args.suite,
+                "bytes": report.uploaded,
+                "upload_mbps": report.upload_mbps(),
+                "download_mbps": report.download_mbps(),
+                "client_cpu_s": cpu,
+                "client_cpu_s_per_gb": cpu / gb.max(1e-9),
+                "setup_median_ms": median.as_secs_f64() * 1e3,
+                "setups": args.setups,
+                "setups_per_sec_sequential": sequential_rate,
+                "setups_per_sec_concurrent": concurrent_rate,
+            })
+        );
+    } else {
+        println!(
+            "connection setup (dial to first pong): median {:.3} ms over {} setups",
+            median.as_secs_f64() * 1e3,
+            args.setups
+        );
+        println!("sequential setups: {sequential_rate:.0}/s");
+        if let Some(rate) = concurrent_rate {
+            println!("concurrent setups ({}): {rate:.0}/s", args.concurrent);
+        }
+        println!(
+            "throughput ({}): {:.0} MB/s upload ({} bytes in {:.2} s), client CPU {:.2} s/GB",
+            args.suite,
+            report.upload_mbps(),
+            report.uploaded,
+            report.upload_time.as_secs_f64(),
+            cpu / gb.max(1e-9)
+        );
+        if report.downloaded > 0 {
+            println!("download: {:.0} MB/s", report.download_mbps());
+        }
+    }
+    Ok(())
+}

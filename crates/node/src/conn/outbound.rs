@@ -1,0 +1,158 @@
+//! Streams we open: large messages, raw application streams, throughput tests.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sinew_codec::messages::{MessageBody as _, OpenStream, Perf};
+use sinew_codec::{Frame, Opcode};
+use sinew_types::PeerId;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::shared::{PeerSlot, Shared};
+use crate::stats::StreamGuard;
+use crate::stream::AppStream;
+use crate::{SendError, StreamError};
+
+/// Sends a large message on a stream of its own, waiting for room in the node's outbound
+/// large-message budget. Returns once the whole message is handed to the muxer.
+pub(crate) async fn send_large(
+    shared: &Shared,
+    slot: PeerSlot,
+    frame: Frame,
+) -> Result<(), SendError> {
+    let permits = shared.large_cost(frame.encoded_len());
+    let budget = shared
+        .large_out
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| SendError::ShuttingDown)?;
+    let result = write_large(slot, frame).await;
+    drop(budget);
+    result
+}
+
+/// Like [`send_large`] without waiting: `Full` if the budget has no room now; the write runs on
+/// its own task.
+pub(crate) fn try_send_large(
+    shared: &Shared,
+    slot: PeerSlot,
+    frame: Frame,
+) -> Result<(), SendError> {
+    let permits = shared.large_cost(frame.encoded_len());
+    let budget =
+        shared.large_out.clone().try_acquire_many_owned(permits).map_err(|_| SendError::Full)?;
+    tokio::spawn(async move {
+        let _ = write_large(slot, frame).await;
+        drop(budget);
+    });
+    Ok(())
+}
+
+async fn write_large(slot: PeerSlot, mut frame: Frame) -> Result<(), SendError> {
+    frame.large = true;
+    let mut stream = slot.muxer.open_stream().await.map_err(|_| SendError::NotConnected)?;
+    let guard = StreamGuard::new(slot.stats.clone());
+    let result: io::Result<()> = async {
+        stream.write_all(frame.encode_header().as_bytes()).await?;
+        stream.write_all(&frame.payload).await?;
+        if let Some(trailer) = frame.trailer() {
+            stream.write_all(&trailer).await?;
+        }
+        stream.finish().await
+    }
+    .await;
+    result.map_err(|_| SendError::NotConnected)?;
+    guard.stats().bytes_out.fetch_add(frame.encoded_len() as u64, Ordering::Relaxed);
+    guard.stats().msgs_out.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Opens a raw application stream: writes the header naming `opcode`, then hands it over.
+pub(crate) async fn open_app_stream(
+    slot: PeerSlot,
+    peer: PeerId,
+    opcode: Opcode,
+) -> Result<AppStream, StreamError> {
+    let mut stream = slot.muxer.open_stream().await?;
+    let header = Frame::message(Opcode::OPEN_STREAM, OpenStream { opcode }.encode()).to_bytes();
+    stream.write_all(&header).await?;
+    stream.flush().await?;
+    Ok(AppStream::new(stream, StreamGuard::new(slot.stats), peer, opcode))
+}
+
+/// What a throughput test measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerfReport {
+    /// Bytes sent.
+    pub uploaded: u64,
+    /// Bytes received.
+    pub downloaded: u64,
+    /// Time from the first byte sent to the server's acknowledgement of the last.
+    pub upload_time: Duration,
+    /// Time from the acknowledgement to the last byte received.
+    pub download_time: Duration,
+}
+
+impl PerfReport {
+    /// Upload rate in MB/s (10^6 bytes per second).
+    pub fn upload_mbps(&self) -> f64 {
+        self.uploaded as f64 / self.upload_time.as_secs_f64().max(1e-9) / 1e6
+    }
+
+    /// Download rate in MB/s.
+    pub fn download_mbps(&self) -> f64 {
+        self.downloaded as f64 / self.download_time.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Runs a throughput test on one stream: sends `upload` bytes in `chunk`-sized writes, waits for
+/// the server's count, then receives `download` bytes.
+pub(crate) async fn perf(
+    slot: PeerSlot,
+    upload: u64,
+    download: u64,
+    chunk: usize,
+) -> io::Result<PerfReport> {
+    let mut stream = slot.muxer.open_stream().await.map_err(io::Error::other)?;
+    let _guard = StreamGuard::new(slot.stats.clone());
+    let header = Frame::message(Opcode::PERF, Perf { upload, download }.encode()).to_bytes();
+    let data = Arc::new(vec![0x5a_u8; chunk.max(1)]);
+    let start = Instant::now();
+    stream.write_all(&header).await?;
+    let mut left = upload;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+        stream.write_all(&data[..n]).await?;
+        left -= n as u64;
+    }
+    stream.finish().await?;
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count).await?;
+    let acked = Instant::now();
+    if u64::from_le_bytes(count) != upload {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "server counted a different number of bytes",
+        ));
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut downloaded = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        downloaded += n as u64;
+    }
+    slot.stats.bytes_out.fetch_add(upload, Ordering::Relaxed);
+    slot.stats.bytes_in.fetch_add(downloaded, Ordering::Relaxed);
+    Ok(PerfReport {
+        uploaded: upload,
+        downloaded,
+        upload_time: acked - start,
+        download_time: acked.elapsed(),
+    })
+}

@@ -1,0 +1,312 @@
+//! Turning the peer manager's actions and the connection tasks' events into I/O and callbacks.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use sinew_codec::messages::DisconnectCode;
+use sinew_codec::{Frame, FrameKind, Opcode};
+use sinew_peers::{Action, ConnId, DialFailure, Established, Reason as PeersReason};
+use sinew_protocol::{PeerInfo, Reason, RequestFailure, Response};
+use sinew_transport::{Connection, Incoming};
+use sinew_types::PeerId;
+use tokio::sync::mpsc;
+
+use super::Driver;
+use super::core::ConnEntry;
+use crate::conn::{ConnCommand, ConnEvent, ConnTask};
+use crate::error::DialError;
+use crate::events::Event;
+use crate::queue::PeerQueue;
+use crate::shared::PeerSlot;
+use crate::stats::ConnStats;
+
+/// Commands waiting for a connection task.
+const CONN_COMMAND_CAPACITY: usize = 32;
+
+fn disconnect_code(reason: PeersReason) -> DisconnectCode {
+    match reason {
+        PeersReason::Shutdown => DisconnectCode::SHUTDOWN,
+        PeersReason::Duplicate => DisconnectCode::DUPLICATE,
+        PeersReason::Idle => DisconnectCode::IDLE,
+        PeersReason::PingTimeout => DisconnectCode::PING_TIMEOUT,
+        PeersReason::Unauthorized => DisconnectCode::UNAUTHORIZED,
+        PeersReason::Replaced | PeersReason::Restarted => DisconnectCode::REPLACED,
+        PeersReason::Removed => DisconnectCode::REMOVED,
+        _ => DisconnectCode::PROTOCOL_ERROR,
+    }
+}
+
+impl Driver {
+    /// Applies the peer manager's actions. Returns whether there were any.
+    pub(super) fn process_peer_actions(&mut self) -> bool {
+        let mut any = false;
+        while let Some(action) = self.core.peers.poll_action() {
+            any = true;
+            self.apply(action);
+        }
+        any
+    }
+
+    fn apply(&mut self, action: Action) {
+        tracing::debug!(?action, "peer manager");
+        match action {
+            Action::Dial { conn, addr } => {
+                let transport = self.core.shared.transport.clone();
+                let tx = self.conn_events_tx.clone();
+                let task = tokio::spawn(async move {
+                    let result = transport.dial(addr).await.map_err(Arc::new);
+                    let _ = tx.send(ConnEvent::Dialed { conn, result }).await;
+                });
+                self.core.pending.insert(conn, task.abort_handle());
+            }
+            Action::Close { conn, reason } => {
+                if let Some(entry) = self.core.conns.get(&conn) {
+                    entry.command(ConnCommand::Close(disconnect_code(reason), reason.to_string()));
+                } else if let Some(task) = self.core.pending.remove(&conn) {
+                    task.abort();
+                    self.core.peers.connection_closed(conn, self.core.now);
+                }
+            }
+            Action::Drain { conn } => {
+                if let Some(entry) = self.core.conns.get(&conn) {
+                    entry.command(ConnCommand::Drain);
+                }
+            }
+            Action::SendPing { conn, nonce } => {
+                let id = self.core.shared.next_request_id();
+                if let Some(entry) = self.core.conns.get(&conn) {
+                    let frame = Frame::new(
+                        Opcode::PING,
+                        FrameKind::Request { id },
+                        Bytes::copy_from_slice(&nonce.to_le_bytes()),
+                    );
+                    // A full command channel drops the ping; the deadline counts it as missed.
+                    if entry.commands.try_send(ConnCommand::Direct(frame)).is_ok() {
+                        self.core.pings.insert(id, (conn, nonce));
+                    }
+                }
+            }
+            Action::PeerConnected { peer, conn, direction: _ } => self.peer_connected(peer, conn),
+            Action::PeerDisconnected { peer, reason } => self.peer_disconnected(peer, reason),
+            Action::ConnectionReplaced { peer, old: _, new } => self.activate(peer, new),
+            Action::DialSucceeded { conn, peer } => {
+                for waiter in self.core.dial_waiters.remove(&conn).unwrap_or_default() {
+                    let _ = waiter.send(Ok(peer));
+                }
+                self.core.dial_errors.remove(&conn);
+            }
+            Action::DialFailed { conn, addr } => {
+                let error = self.core.dial_errors.remove(&conn).unwrap_or(DialError::Closed);
+                self.core.shared.emit(Event::DialFailed { addr, error: error.to_string() });
+                for waiter in self.core.dial_waiters.remove(&conn).unwrap_or_default() {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes `conn` the connection carrying `peer`'s queue.
+    fn activate(&mut self, peer: PeerId, conn: ConnId) {
+        let Some(entry) = self.core.conns.get(&conn) else { return };
+        let queue_bytes = self.core.shared.config.peer_queue_bytes;
+        let queue =
+            self.core.queues.entry(peer).or_insert_with(|| Arc::new(PeerQueue::new(queue_bytes)));
+        if queue.is_closed() {
+            *queue = Arc::new(PeerQueue::new(queue_bytes));
+        }
+        let queue = queue.clone();
+        entry.command(ConnCommand::Activate(queue.clone()));
+        let slot = PeerSlot { queue, muxer: entry.muxer.clone(), stats: entry.stats.clone() };
+        self.core.shared.peers.write().unwrap_or_else(|e| e.into_inner()).insert(peer, slot);
+        if let Some(info) = self.core.info.get_mut(&peer) {
+            info.remote_addr = entry.info.remote_addr.clone();
+            info.direction = entry.info.direction;
+        }
+    }
+
+    fn peer_connected(&mut self, peer: PeerId, conn: ConnId) {
+        let Some(entry) = self.core.conns.get(&conn) else { return };
+        let info = PeerInfo {
+            peer,
+            direction: entry.info.direction,
+            remote_addr: entry.info.remote_addr.clone(),
+            connected_at: self.core.now,
+            identity: None,
+            authorized: self.core.peers.is_authorized(conn),
+        };
+        entry.stats.authorized.store(info.authorized, Ordering::Relaxed);
+        self.core.info.insert(peer, info.clone());
+        if let Err(i) = self.core.connected.binary_search(&peer) {
+            self.core.connected.insert(i, peer);
+        }
+        self.activate(peer, conn);
+        self.core.close_reasons.remove(&peer);
+        self.call_all(|p, ctx| p.on_peer_connected(ctx, &info));
+        self.core.shared.emit(Event::PeerConnected {
+            peer,
+            addr: info.remote_addr.clone(),
+            direction: info.direction,
+        });
+    }
+
+    fn peer_disconnected(&mut self, peer: PeerId, reason: PeersReason) {
+        self.core.info.remove(&peer);
+        self.core.connected.retain(|p| *p != peer);
+        self.core.shared.peers.write().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+        self.core.shared.fail_waiters(&peer);
+        if !self.core.peers.persistent_peers().contains(&peer) || self.core.peers.is_shutting_down()
+        {
+            if let Some(queue) = self.core.queues.remove(&peer) {
+                queue.close();
+            }
+        }
+        let observed = self.core.close_reasons.remove(&peer);
+        let reason = match reason {
+            PeersReason::Shutdown => Reason::Shutdown,
+            PeersReason::Idle => Reason::Idle,
+            PeersReason::PingTimeout => Reason::PingTimeout,
+            PeersReason::Unauthorized => Reason::Unauthorized,
+            PeersReason::Replaced | PeersReason::Restarted => Reason::Restarted,
+            PeersReason::Removed => Reason::Removed,
+            _ => observed.unwrap_or(Reason::ConnectionLost),
+        };
+        let failed: Vec<u64> =
+            self.core.requests.iter().filter(|(_, r)| r.peer == peer).map(|(id, _)| *id).collect();
+        for id in failed {
+            self.fail_request(id, RequestFailure::Disconnected);
+        }
+        self.call_all(|p, ctx| p.on_peer_disconnected(ctx, &peer, &reason));
+        self.core.shared.emit(Event::PeerDisconnected { peer, reason });
+    }
+
+    /// Ends a protocol's request with a failure.
+    pub(super) fn fail_request(&mut self, id: u64, failure: RequestFailure) {
+        let Some(request) = self.core.requests.remove(&id) else { return };
+        self.core.request_deadlines.remove(&(request.deadline, id));
+        let response = Response {
+            peer: request.peer,
+            id: sinew_protocol::RequestId(id),
+            opcode: request.opcode,
+            result: Err(failure),
+        };
+        self.call(request.protocol, |p, ctx| p.on_response(ctx, response));
+    }
+
+    pub(super) fn handle_conn_event(&mut self, event: ConnEvent) {
+        let now = self.core.now;
+        match event {
+            ConnEvent::Dialed { conn, result } => {
+                self.core.pending.remove(&conn);
+                match result {
+                    Ok(connection) => self.established(conn, connection),
+                    Err(error) => {
+                        let failure = DialFailure::from(&*error);
+                        self.core.dial_errors.insert(conn, DialError::Transport(error));
+                        self.core.peers.dial_failed(conn, failure, now);
+                    }
+                }
+            }
+            ConnEvent::Upgraded { conn, remote, result } => {
+                self.core.pending.remove(&conn);
+                match result {
+                    Ok(connection) => self.established(conn, connection),
+                    Err(error) => {
+                        self.core.shared.emit(Event::HandshakeFailed { remote, error });
+                        self.core.peers.handshake_failed(conn, now);
+                    }
+                }
+            }
+            ConnEvent::Frame { conn, frame } => self.on_frame(conn, frame),
+            ConnEvent::Activity { conn, kind } => match kind {
+                crate::conn::Activity::Traffic => self.core.peers.activity(conn, now),
+                crate::conn::Activity::StreamOpened => self.core.peers.stream_opened(conn, now),
+                crate::conn::Activity::StreamClosed => self.core.peers.stream_closed(conn, now),
+            },
+            ConnEvent::Closed { conn, reason } => {
+                if let Some(entry) = self.core.conns.remove(&conn) {
+                    self.core.close_reasons.insert(entry.info.peer, reason);
+                }
+                self.core.pings.retain(|_, (c, _)| *c != conn);
+                self.core.peers.connection_closed(conn, now);
+            }
+        }
+    }
+
+    /// A connection finished its handshake: start its task, then let the manager decide.
+    fn established(&mut self, conn: ConnId, connection: Connection) {
+        if self.shutdown.is_some() {
+            let muxer = connection.muxer.clone();
+            tokio::spawn(async move { muxer.close().await });
+            self.core.peers.connection_closed(conn, self.core.now);
+            return;
+        }
+        let shared = self.core.shared.clone();
+        let stats = Arc::new(ConnStats::new(
+            shared.epoch,
+            shared.config.peers.default_authorized,
+            Some((self.conn_events_tx.clone(), conn)),
+        ));
+        let (commands_tx, commands_rx) = mpsc::channel(CONN_COMMAND_CAPACITY);
+        let info = connection.info.clone();
+        let muxer = connection.muxer.clone();
+        let task = ConnTask {
+            conn,
+            peer: info.peer,
+            connection,
+            shared,
+            stats: stats.clone(),
+            to_driver: self.conn_events_tx.clone(),
+            commands: commands_rx,
+        };
+        tokio::spawn(task.run());
+        if info.direction == sinew_types::Direction::Outbound {
+            self.core.remember_addr(info.peer, info.remote_addr.clone());
+        }
+        let established = Established::from(&info);
+        self.core.conns.insert(conn, ConnEntry { info, commands: commands_tx, stats, muxer });
+        self.core.peers.handshake_succeeded(conn, established, self.core.now);
+    }
+
+    pub(super) fn handle_incoming(&mut self, incoming: Incoming) {
+        let remote = incoming.remote_addr;
+        match self.core.peers.inbound(remote, self.core.now) {
+            Ok(conn) => {
+                let tx = self.conn_events_tx.clone();
+                let task = tokio::spawn(async move {
+                    let result = incoming.upgrade.await.map_err(|e| e.to_string());
+                    let _ = tx.send(ConnEvent::Upgraded { conn, remote, result }).await;
+                });
+                self.core.pending.insert(conn, task.abort_handle());
+            }
+            Err(refusal) => {
+                drop(incoming); // closes the socket before any handshake work
+                self.core
+                    .shared
+                    .emit(Event::InboundRefused { remote, reason: refusal.to_string() });
+            }
+        }
+    }
+
+    pub(super) fn handle_timeouts(&mut self) {
+        let now = self.core.now;
+        if self.core.peers.poll_timeout().is_some_and(|at| at <= now) {
+            self.core.peers.handle_timeout(now);
+        }
+        while let Some(&(at, timer, protocol)) = self.core.timers.first() {
+            if at > now {
+                break;
+            }
+            self.core.timers.pop_first();
+            self.core.timer_at.remove(&timer);
+            self.call(protocol, |p, ctx| p.on_timer(ctx, timer));
+        }
+        while let Some(&(at, id)) = self.core.request_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.fail_request(id, RequestFailure::Timeout);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The node's event stream.
+
+use std::net::SocketAddr;
+
+use sinew_codec::{Opcode, Status};
+use sinew_protocol::{ProtocolEvent, Reason};
+use sinew_types::{Addr, Direction, PeerId};
+use tokio::sync::broadcast;
+
+/// Something that happened on the node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A listener is bound.
+    Listening {
+        /// The bound address (with the real port).
+        addr: Addr,
+    },
+    /// A peer connected (its first connection was established).
+    PeerConnected {
+        /// Who.
+        peer: PeerId,
+        /// Its address as we see it.
+        addr: Addr,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A peer's identify arrived.
+    PeerIdentified {
+        /// Who.
+        peer: PeerId,
+        /// Its role.
+        role: String,
+        /// Its agent string.
+        agent: String,
+        /// The addresses it listens on.
+        listen_addrs: Vec<Addr>,
+    },
+    /// A peer disconnected (its last connection closed).
+    PeerDisconnected {
+        /// Who.
+        peer: PeerId,
+        /// Why.
+        reason: Reason,
+    },
+    /// A dial failed.
+    DialFailed {
+        /// The address dialled.
+        addr: Addr,
+        /// Why, as text.
+        error: String,
+    },
+    /// An inbound connection was refused before its handshake (a connection limit).
+    InboundRefused {
+        /// The remote socket.
+        remote: SocketAddr,
+        /// Which limit.
+        reason: String,
+    },
+    /// An inbound handshake failed (garbage, wrong protocol, timeout...). The listener goes on.
+    HandshakeFailed {
+        /// The remote socket.
+        remote: SocketAddr,
+        /// Why.
+        error: String,
+    },
+    /// A message was dropped: an inbox or a queue was full.
+    MessageDropped {
+        /// The peer it came from or was for.
+        peer: PeerId,
+        /// Its opcode.
+        opcode: Opcode,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A peer answered a one-way message with an error (e.g. unknown opcode).
+    RemoteError {
+        /// Who.
+        peer: PeerId,
+        /// The opcode of our message.
+        opcode: Opcode,
+        /// The status.
+        status: Status,
+    },
+    /// An event from a protocol.
+    Protocol(ProtocolEvent),
+    /// This subscriber was too slow and missed `missed` events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The application inbox was full.
+    InboxFull,
+    /// The peer's outbound queue was full (broadcast or a protocol's try_send).
+    QueueFull,
+    /// The stream handler's queue was full or no handler was registered.
+    NoStreamHandler,
+    /// A large message claimed more than the node's budget.
+    TooLarge,
+}
+
+/// A subscription to the node's events (see [`crate::Node::events`]).
+///
+/// Bounded: a subscriber that falls more than the event capacity behind skips the oldest events
+/// and receives one [`Event::Lagged`] saying how many it missed.
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the node has shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.rx.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the first event for which `pick` returns `Some`, skipping the
+    /// others. Handy in tests and scripts.
+    pub async fn wait_for<T>(
+        &mut self,
+        timeout: std::time::Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Option<T> {
+        tokio::time::timeout(timeout, async {
+            while let Some(event) = self.next().await {
+                if let Some(found) = pick(&event) {
+                    return Some(found);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,547 @@
+//! `Node`, the cheap cloneable handle applications hold, and its builder.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use sinew_codec::messages::DisconnectCode;
+use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
+use sinew_peers::PeerManager;
+use sinew_protocol::{BroadcastReport, Message, Opcodes, Protocol, ProtocolId};
+use sinew_secure::NoiseIdentity;
+use sinew_tcp::TcpTransport;
+use sinew_transport::ListenError;
+use sinew_types::{Addr, Keypair, PeerId};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::SendError;
+use crate::builtin::{Identify, Inbox, InboxProtocol, Keepalive, Ping};
+use crate::config::NodeConfig;
+use crate::conn::outbound::{self, PerfReport};
+use crate::driver::{Command, Driver, DriverChannels};
+use crate::error::{DialError, RegisterError, RequestError, StartError, StreamError};
+use crate::events::{Event, Events};
+use crate::shared::{PeerSlot, Shared, SharedParts, Waiter};
+use crate::state::NetworkState;
+use crate::stream::{AppStream, StreamInbox};
+
+/// Builds and starts a [`Node`].
+pub struct NodeBuilder {
+    keypair: Keypair,
+    config: NodeConfig,
+    protocols: Vec<Box<dyn Protocol>>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("peer_id", &self.keypair.peer_id())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// Listen on `addr` at start (port 0 picks a free port).
+    #[must_use]
+    pub fn listen(mut self, addr: Addr) -> Self {
+        self.config.listen.push(addr);
+        self
+    }
+
+    /// Replace the whole configuration (listen addresses given so far are kept).
+    #[must_use]
+    pub fn with_config(mut self, config: NodeConfig) -> Self {
+        let listen = std::mem::take(&mut self.config.listen);
+        self.config = config;
+        self.config.listen.extend(listen);
+        self
+    }
+
+    /// Adjust the configuration.
+    #[must_use]
+    pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The role announced in identify.
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.config.role = role.into();
+        self
+    }
+
+    /// Seed the node's RNG (deterministic protocol randomness and backoff jitter).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// Register a protocol at start.
+    #[must_use]
+    pub fn protocol(mut self, protocol: impl Protocol) -> Self {
+        self.protocols.push(Box::new(protocol));
+        self
+    }
+
+    /// Binds the listen addresses and starts the node's tasks. Needs a tokio runtime.
+    pub async fn start(self) -> Result<Node, StartError> {
+        let Self { keypair, config, protocols } = self;
+        let seed = config.seed.unwrap_or_else(|| rand::rng().random());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let boot_nonce: u64 = rand::rng().random();
+        let identity = Arc::new(NoiseIdentity::new(&keypair, boot_nonce));
+        let transport = Arc::new(TcpTransport::new(identity, config.tcp.clone()));
+        let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity.max(1));
+        let (conn_tx, conn_rx) = mpsc::channel(config.inbound_frame_capacity.max(1));
+        let (incoming_tx, incoming_rx) = mpsc::channel(64);
+        let (events_tx, _) = broadcast::channel(config.event_capacity.max(1));
+        let peers = PeerManager::new(keypair.peer_id(), config.peers.clone(), rng.random())
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let handle_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let listen = config.listen.clone();
+        let shared = Arc::new(Shared::new(
+            config,
+            SharedParts {
+                local: keypair.peer_id(),
+                events: events_tx,
+                commands: commands_tx,
+                transport,
+                incoming: incoming_tx,
+                rng: handle_rng,
+                boot_nonce,
+            },
+        ));
+        let channels = DriverChannels {
+            commands: commands_rx,
+            conn_events: conn_rx,
+            conn_events_tx: conn_tx,
+            incoming: incoming_rx,
+        };
+        let mut driver = Driver::new(shared.clone(), peers, rng, channels);
+        driver.add_protocol(Box::new(Ping))?;
+        driver.add_protocol(Box::new(Keepalive))?;
+        driver.add_protocol(Box::new(Identify::new(shared.clone())))?;
+        for protocol in protocols {
+            driver.add_protocol(protocol)?;
+        }
+        let node = Node { shared: shared.clone(), _alive: Arc::new(Alive(shared.clone())) };
+        for addr in listen {
+            node.listen(addr).await?;
+        }
+        tokio::spawn(driver.run());
+        Ok(node)
+    }
+}
+
+/// Shuts the node down when the last handle is dropped.
+struct Alive(Arc<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.0.commands.try_send(Command::Shutdown { reply: tx });
+    }
+}
+
+/// A running node: a cheap, cloneable handle. When the last clone is dropped the node shuts
+/// down.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use bytes::Bytes;
+/// use sinew::{Keypair, Node, Opcode};
+///
+/// let a = Node::builder(Keypair::generate()).listen("tcp://127.0.0.1:0".parse()?).start().await?;
+/// let b = Node::builder(Keypair::generate()).start().await?;
+/// let mut inbox = a.inbox(Opcode::app(1000)?).await?;
+///
+/// let peer = b.dial(a.listen_addrs()[0].clone()).await?; // authenticated, multiplexed
+/// b.send(peer, Opcode::app(1000)?, Bytes::from_static(b"hello")).await?;
+/// let msg = inbox.next().await.unwrap();
+/// assert_eq!((msg.peer, &msg.payload[..]), (b.peer_id(), &b"hello"[..]));
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    _alive: Arc<Alive>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.shared.local).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder for a node with this identity.
+    pub fn builder(keypair: Keypair) -> NodeBuilder {
+        NodeBuilder { keypair, config: NodeConfig::default(), protocols: Vec::new() }
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.local
+    }
+
+    /// The addresses this node listens on (with real ports).
+    pub fn listen_addrs(&self) -> Vec<Addr> {
+        self.shared.listen_addrs()
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    async fn command<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Starts listening on `addr`; returns the bound address (with the real port).
+    pub async fn listen(&self, addr: Addr) -> Result<Addr, ListenError> {
+        let mut listener = self.shared.transport.listen(addr).await?;
+        let bound = listener.local_addr();
+        self.shared.add_listen_addr(bound.clone());
+        self.shared.emit(Event::Listening { addr: bound.clone() });
+        let incoming = self.shared.incoming.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    // Waits when the driver is busy: the kernel's backlog takes the overflow.
+                    Ok(socket) => {
+                        if incoming.send(socket).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off briefly, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task.abort_handle());
+        Ok(bound)
+    }
+
+    /// Connects to `addr` once (no reconnection) and returns the peer's id. Concurrent dials
+    /// to the same peer share one attempt; a connected peer returns at once.
+    pub async fn dial(&self, addr: Addr) -> Result<PeerId, DialError> {
+        self.command(|reply| Command::Dial { addr, reply })
+            .await
+            .unwrap_or(Err(DialError::ShuttingDown))
+    }
+
+    /// Keeps a peer connected: dials now and reconnects with backoff after every disconnect.
+    pub async fn add_peer(&self, addr: Addr) -> Result<(), DialError> {
+        self.command(|reply| Command::AddPeer { addr, reply })
+            .await
+            .unwrap_or(Err(DialError::ShuttingDown))
+    }
+
+    /// Forgets a peer (no more reconnection) and closes its connection.
+    pub async fn remove_peer(&self, peer: PeerId) {
+        let _ = self.shared.commands.send(Command::RemovePeer { peer }).await;
+    }
+
+    /// Closes the connection to a peer with a reason (a persistent peer will reconnect).
+    pub async fn disconnect(&self, peer: PeerId, code: DisconnectCode) {
+        let _ = self.shared.commands.send(Command::Disconnect { peer, code }).await;
+    }
+
+    /// Marks a peer authorized.
+    pub async fn authorize(&self, peer: PeerId) {
+        let _ = self.shared.commands.send(Command::Authorize { peer }).await;
+    }
+
+    /// The peer's slot, connecting first if it is known but not connected.
+    async fn slot(&self, peer: PeerId) -> Result<PeerSlot, SendError> {
+        if self.shared.is_shutting_down() {
+            return Err(SendError::ShuttingDown);
+        }
+        if let Some(slot) = self.shared.peer(&peer) {
+            return Ok(slot);
+        }
+        match self.command(|reply| Command::Connect { peer, reply }).await {
+            Some(Ok(_)) => self.shared.peer(&peer).ok_or(SendError::NotConnected),
+            Some(Err(_)) => Err(SendError::NotConnected),
+            None => Err(SendError::ShuttingDown),
+        }
+    }
+
+    async fn send_frame(&self, peer: PeerId, frame: Frame) -> Result<(), SendError> {
+        if frame.payload.len() > MAX_MESSAGE {
+            return Err(SendError::TooLarge);
+        }
+        let slot = self.slot(peer).await?;
+        if frame.opcode.is_app() && !slot.stats.is_authorized() {
+            return Err(SendError::Unauthorized);
+        }
+        if frame.encoded_len() > self.shared.config.control_frame_cap {
+            return outbound::send_large(&self.shared, slot, frame).await;
+        }
+        slot.queue.push(frame).await
+    }
+
+    fn try_send_frame(&self, peer: PeerId, frame: Frame) -> Result<(), SendError> {
+        if self.shared.is_shutting_down() {
+            return Err(SendError::ShuttingDown);
+        }
+        if frame.payload.len() > MAX_MESSAGE {
+            return Err(SendError::TooLarge);
+        }
+        let slot = self.shared.peer(&peer).ok_or(SendError::NotConnected)?;
+        if frame.opcode.is_app() && !slot.stats.is_authorized() {
+            return Err(SendError::Unauthorized);
+        }
+        if frame.encoded_len() > self.shared.config.control_frame_cap {
+            return outbound::try_send_large(&self.shared, slot, frame);
+        }
+        slot.queue.try_push(frame)
+    }
+
+    /// Sends a one-way message, waiting while the peer's queue is full. A peer that is known
+    /// but not connected is dialled first. Messages up to the control cap (1 MiB) keep their
+    /// order; larger ones (up to 512 MiB) travel on a stream of their own and may overtake.
+    pub async fn send(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_frame(peer, Frame::message(opcode, payload)).await
+    }
+
+    /// Sends without waiting: [`SendError::Full`] when the peer's queue (or, for a large
+    /// message, the node's large-message budget) has no room now.
+    pub fn try_send(&self, peer: PeerId, opcode: Opcode, payload: Bytes) -> Result<(), SendError> {
+        self.try_send_frame(peer, Frame::message(opcode, payload))
+    }
+
+    async fn round_trip(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+        kind: impl FnOnce(u64) -> FrameKind,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        let id = self.shared.next_request_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.add_waiter(id, Waiter { peer, tx });
+        if let Err(e) = self.send_frame(peer, Frame::new(opcode, kind(id), payload)).await {
+            self.shared.take_waiter(id);
+            return Err(RequestError::Send(e));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::Disconnected),
+            Err(_) => {
+                self.shared.take_waiter(id);
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    /// Sends a message and waits until the remote node has handed it to a handler (its
+    /// acknowledgement), within the request timeout.
+    pub async fn send_acked(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<(), RequestError> {
+        let timeout = self.shared.config.request_timeout;
+        self.round_trip(peer, opcode, |id| FrameKind::Acked { id }, payload, timeout)
+            .await
+            .map(drop)
+    }
+
+    /// Sends a request and waits for its response, within the request timeout.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<Bytes, RequestError> {
+        self.request_with_timeout(peer, opcode, payload, self.shared.config.request_timeout).await
+    }
+
+    /// Sends a request and waits for its response, within `timeout`.
+    pub async fn request_with_timeout(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        self.round_trip(peer, opcode, |id| FrameKind::Request { id }, payload, timeout).await
+    }
+
+    /// Answers a request received in an [`Inbox`].
+    pub async fn reply(&self, to: &Message, payload: Bytes) -> Result<(), SendError> {
+        let Some(id) = to.request_id() else { return Ok(()) };
+        self.send_frame(to.peer, Frame::new(to.opcode, FrameKind::Response { id }, payload)).await
+    }
+
+    /// Answers a request (or an acked message) received in an [`Inbox`] with an error status.
+    pub async fn reply_error(&self, to: &Message, status: Status) -> Result<(), SendError> {
+        let id = match to.kind {
+            FrameKind::Request { id } | FrameKind::Acked { id } => id,
+            _ => return Ok(()),
+        };
+        self.send_frame(
+            to.peer,
+            Frame::new(to.opcode, FrameKind::Error { id, status }, Bytes::new()),
+        )
+        .await
+    }
+
+    /// Measures the round-trip time to a peer with a ping.
+    pub async fn ping(&self, peer: PeerId) -> Result<Duration, RequestError> {
+        let start = Instant::now();
+        let timeout = self.shared.config.request_timeout;
+        self.round_trip(peer, Opcode::PING, |id| FrameKind::Request { id }, Bytes::new(), timeout)
+            .await?;
+        Ok(start.elapsed())
+    }
+
+    /// Queues a message for every connected peer without waiting; full queues are skipped and
+    /// reported.
+    pub fn broadcast(&self, opcode: Opcode, payload: Bytes) -> BroadcastReport {
+        self.broadcast_to(&self.shared.connected_peers(), opcode, payload)
+    }
+
+    /// Queues a message for each of `peers` without waiting.
+    pub fn broadcast_to(
+        &self,
+        peers: &[PeerId],
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for peer in peers {
+            match self.try_send(*peer, opcode, payload.clone()) {
+                Ok(()) => report.sent.push(*peer),
+                Err(SendError::Full) => {
+                    report.full.push(*peer);
+                    self.shared.emit(Event::MessageDropped {
+                        peer: *peer,
+                        opcode,
+                        reason: crate::DropReason::QueueFull,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        report
+    }
+
+    /// Queues a message for `n` connected peers picked at random (all if fewer).
+    pub fn broadcast_randomly(&self, n: usize, opcode: Opcode, payload: Bytes) -> BroadcastReport {
+        let mut peers = self.shared.connected_peers();
+        let n = n.min(peers.len());
+        {
+            let mut rng = self.shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+            for i in 0..n {
+                let j = rng.random_range(i..peers.len());
+                peers.swap(i, j);
+            }
+        }
+        peers.truncate(n);
+        self.broadcast_to(&peers, opcode, payload)
+    }
+
+    /// Opens a raw stream to a peer for `opcode` (the peer needs a [`Node::stream_handler`]).
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        opcode: Opcode,
+    ) -> Result<AppStream, StreamError> {
+        let slot = self.slot(peer).await.map_err(|_| StreamError::NotConnected)?;
+        outbound::open_app_stream(slot, peer, opcode).await
+    }
+
+    /// Receives the streams peers open for `opcode`.
+    pub async fn stream_handler(&self, opcode: Opcode) -> Result<StreamInbox, RegisterError> {
+        let mut handlers = self.shared.stream_handlers.write().unwrap_or_else(|e| e.into_inner());
+        if handlers.get(&opcode).is_some_and(|h| !h.is_closed()) {
+            return Err(RegisterError::Overlap {
+                range: sinew_codec::OpcodeRange::single(opcode),
+                owner: "stream handler",
+            });
+        }
+        let (tx, rx) = mpsc::channel(self.shared.config.inbox_capacity.max(1));
+        handlers.insert(opcode, tx);
+        Ok(StreamInbox { rx })
+    }
+
+    /// Receives messages, acked messages and requests for `opcodes` (answer requests with
+    /// [`Node::reply`]).
+    pub async fn inbox(&self, opcodes: impl Into<Opcodes>) -> Result<Inbox, RegisterError> {
+        let (tx, rx) = mpsc::channel(self.shared.config.inbox_capacity.max(1));
+        let protocol = InboxProtocol { opcodes: opcodes.into(), tx, shared: self.shared.clone() };
+        self.register(protocol).await?;
+        Ok(Inbox { rx })
+    }
+
+    /// Registers a protocol on the running node (its `on_start` runs, then `on_peer_connected`
+    /// for each connected peer).
+    pub async fn register(&self, protocol: impl Protocol) -> Result<ProtocolHandle, RegisterError> {
+        let protocol = Box::new(protocol);
+        let id = self
+            .command(|reply| Command::Register { protocol, reply })
+            .await
+            .unwrap_or(Err(RegisterError::ShuttingDown))?;
+        Ok(ProtocolHandle(id))
+    }
+
+    /// Unregisters a protocol (its `on_stop` runs). Returns whether it was registered.
+    pub async fn unregister(&self, handle: ProtocolHandle) -> bool {
+        self.command(|reply| Command::Unregister { id: handle.0, reply }).await.unwrap_or(false)
+    }
+
+    /// A snapshot of peers, addresses, traffic and round-trip times.
+    pub async fn network_state(&self) -> Option<NetworkState> {
+        self.command(|reply| Command::State { reply }).await
+    }
+
+    /// Subscribes to the node's events.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared.events.subscribe())
+    }
+
+    /// Runs a throughput test against a peer serving `sinew perf` (see
+    /// [`NodeConfig::perf_server`]): one stream, `upload` bytes in `chunk`-byte writes, then
+    /// `download` bytes back.
+    pub async fn perf(
+        &self,
+        peer: PeerId,
+        upload: u64,
+        download: u64,
+        chunk: usize,
+    ) -> std::io::Result<PerfReport> {
+        let slot = self.slot(peer).await.map_err(std::io::Error::other)?;
+        outbound::perf(slot, upload, download, chunk).await
+    }
+
+    /// Stops the node: protocols' `on_stop`, a Disconnect frame to every peer, listeners
+    /// closed. Returns when connections have closed (or after a few seconds).
+    pub async fn shutdown(&self) {
+        let _ = self.command(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// Identifies a protocol registered with [`Node::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProtocolHandle(ProtocolId);

@@ -1,0 +1,157 @@
+//! State shared by `Node` handles, the driver and connection tasks. Everything here is small
+//! and behind short critical sections; the driver owns everything else.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use sinew_codec::{Opcode, OpcodeRange};
+use sinew_transport::{Incoming, MuxedConnection, Transport};
+use sinew_types::{Addr, PeerId};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+
+use crate::RequestError;
+use crate::config::NodeConfig;
+use crate::driver::Command;
+use crate::events::Event;
+use crate::queue::PeerQueue;
+use crate::stats::ConnStats;
+use crate::stream::IncomingStream;
+
+/// A connected peer as handles see it: where to queue frames, which connection carries them.
+#[derive(Clone)]
+pub(crate) struct PeerSlot {
+    pub(crate) queue: Arc<PeerQueue>,
+    pub(crate) muxer: MuxedConnection,
+    pub(crate) stats: Arc<ConnStats>,
+}
+
+/// Someone waiting for a response or an ack.
+pub(crate) struct Waiter {
+    pub(crate) peer: PeerId,
+    pub(crate) tx: oneshot::Sender<Result<Bytes, RequestError>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) local: PeerId,
+    pub(crate) config: NodeConfig,
+    pub(crate) epoch: Instant,
+    pub(crate) peers: RwLock<BTreeMap<PeerId, PeerSlot>>,
+    pub(crate) waiters: Mutex<BTreeMap<u64, Waiter>>,
+    next_request: AtomicU64,
+    pub(crate) stream_handlers: RwLock<BTreeMap<Opcode, mpsc::Sender<IncomingStream>>>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) large_out: Arc<Semaphore>,
+    pub(crate) large_in: Arc<Semaphore>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) transport: Arc<dyn Transport>,
+    /// Where listeners hand accepted sockets to the driver.
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    /// Accept loops, aborted at shutdown.
+    pub(crate) listeners: Mutex<Vec<tokio::task::AbortHandle>>,
+    listen_addrs: RwLock<Vec<Addr>>,
+    /// Opcode ranges the node's protocols handle (for identify).
+    pub(crate) local_opcodes: RwLock<Vec<OpcodeRange>>,
+    /// RNG for handle-side randomness (broadcast_randomly).
+    pub(crate) rng: Mutex<rand_chacha::ChaCha8Rng>,
+    /// Random per process start, sent in the handshake and identify.
+    pub(crate) boot_nonce: u64,
+}
+
+/// What `Shared::new` needs beyond the config.
+pub(crate) struct SharedParts {
+    pub(crate) local: PeerId,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    pub(crate) rng: rand_chacha::ChaCha8Rng,
+    pub(crate) boot_nonce: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: NodeConfig, parts: SharedParts) -> Self {
+        let SharedParts { local, events, commands, transport, incoming, rng, boot_nonce } = parts;
+        let budget = config.large_message_budget.min(Semaphore::MAX_PERMITS);
+        Self {
+            local,
+            transport,
+            incoming,
+            listeners: Mutex::new(Vec::new()),
+            listen_addrs: RwLock::new(Vec::new()),
+            local_opcodes: RwLock::new(Vec::new()),
+            rng: Mutex::new(rng),
+            boot_nonce,
+            epoch: Instant::now(),
+            peers: RwLock::new(BTreeMap::new()),
+            waiters: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+            stream_handlers: RwLock::new(BTreeMap::new()),
+            events,
+            large_out: Arc::new(Semaphore::new(budget)),
+            large_in: Arc::new(Semaphore::new(budget)),
+            shutting_down: AtomicBool::new(false),
+            commands,
+            config,
+        }
+    }
+
+    /// A fresh request id (shared by the driver and handles; never 0).
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn peer(&self, peer: &PeerId) -> Option<PeerSlot> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(peer).cloned()
+    }
+
+    pub(crate) fn connected_peers(&self) -> Vec<PeerId> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).keys().copied().collect()
+    }
+
+    pub(crate) fn add_waiter(&self, id: u64, waiter: Waiter) {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, waiter);
+    }
+
+    pub(crate) fn take_waiter(&self, id: u64) -> Option<Waiter> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+    }
+
+    /// Fails every waiter for `peer` with `Disconnected`.
+    pub(crate) fn fail_waiters(&self, peer: &PeerId) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<u64> =
+            waiters.iter().filter(|(_, w)| w.peer == *peer).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some(w) = waiters.remove(&id) {
+                let _ = w.tx.send(Err(RequestError::Disconnected));
+            }
+        }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscribers is fine: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn listen_addrs(&self) -> Vec<Addr> {
+        self.listen_addrs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn add_listen_addr(&self, addr: Addr) {
+        self.listen_addrs.write().unwrap_or_else(|e| e.into_inner()).push(addr);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Bytes available to a large message: budget permits are bytes, capped to the semaphore's
+    /// maximum.
+    pub(crate) fn large_cost(&self, len: usize) -> u32 {
+        u32::try_from(len.min(self.config.large_message_budget).max(1)).unwrap_or(u32::MAX)
+    }
+}

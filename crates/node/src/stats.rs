@@ -1,0 +1,176 @@
+//! Per-connection counters and the read rate limiter.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sinew_peers::ConnId;
+use tokio::sync::mpsc;
+
+use crate::conn::{Activity, ConnEvent};
+
+/// Application traffic is reported to the driver at most this often per connection.
+const TRAFFIC_REPORT_MS: u64 = 1000;
+
+/// Counters a connection's tasks update and `network_state` reads.
+#[derive(Debug)]
+pub(crate) struct ConnStats {
+    epoch: Instant,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) msgs_in: AtomicU64,
+    pub(crate) msgs_out: AtomicU64,
+    /// Application streams open now (either direction).
+    pub(crate) open_streams: AtomicUsize,
+    /// When traffic was last reported to the driver (ms since `epoch`).
+    last_report_ms: AtomicU64,
+    /// Whether the peer is authorized (gates frame size and read rate).
+    pub(crate) authorized: AtomicBool,
+    /// Where activity is reported (none in unit tests).
+    notify: Option<(mpsc::Sender<ConnEvent>, ConnId)>,
+}
+
+impl ConnStats {
+    pub(crate) fn new(
+        epoch: Instant,
+        authorized: bool,
+        notify: Option<(mpsc::Sender<ConnEvent>, ConnId)>,
+    ) -> Self {
+        Self {
+            last_report_ms: AtomicU64::new(0),
+            notify,
+            epoch,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            msgs_in: AtomicU64::new(0),
+            msgs_out: AtomicU64::new(0),
+            open_streams: AtomicUsize::new(0),
+            authorized: AtomicBool::new(authorized),
+        }
+    }
+
+    /// Records application traffic now, telling the driver at most once a second.
+    pub(crate) fn app_activity(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let reported = self.last_report_ms.load(Ordering::Relaxed);
+        if ms.saturating_sub(reported) >= TRAFFIC_REPORT_MS
+            && self
+                .last_report_ms
+                .compare_exchange(reported, ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.report(Activity::Traffic);
+        }
+    }
+
+    /// Tells the driver about activity. A full channel defers the report to a task: stream
+    /// counts must stay exact.
+    fn report(&self, kind: Activity) {
+        let Some((tx, conn)) = &self.notify else { return };
+        let event = ConnEvent::Activity { conn: *conn, kind };
+        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
+            if kind != Activity::Traffic {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(event).await;
+                });
+            }
+        }
+    }
+
+    pub(crate) fn is_authorized(&self) -> bool {
+        self.authorized.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts an application stream as open while alive.
+#[derive(Debug)]
+pub(crate) struct StreamGuard(std::sync::Arc<ConnStats>);
+
+impl StreamGuard {
+    pub(crate) fn new(stats: std::sync::Arc<ConnStats>) -> Self {
+        stats.open_streams.fetch_add(1, Ordering::Relaxed);
+        stats.app_activity();
+        stats.report(Activity::StreamOpened);
+        Self(stats)
+    }
+
+    pub(crate) fn stats(&self) -> &ConnStats {
+        &self.0
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.app_activity();
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.report(Activity::StreamClosed);
+    }
+}
+
+/// A token bucket shared by a connection's readers: reading `n` bytes costs `n` tokens; when
+/// the bucket is in debt the reader sleeps until it is paid off. Burst: a quarter second.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    rate: u64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(bytes_per_second: u64) -> Self {
+        let rate = bytes_per_second.max(1);
+        Self { rate, state: Mutex::new((rate as f64 / 4.0, Instant::now())) }
+    }
+
+    /// Charges `n` bytes; returns how long the reader must wait before reading on.
+    fn charge(&self, n: usize) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let burst = self.rate as f64 / 4.0;
+        let refill = now.duration_since(state.1).as_secs_f64() * self.rate as f64;
+        state.0 = (state.0 + refill).min(burst) - n as f64;
+        state.1 = now;
+        if state.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-state.0 / self.rate as f64)
+        }
+    }
+
+    /// Charges `n` bytes and waits as long as the rate requires.
+    pub(crate) async fn consume(&self, n: usize) {
+        let wait = self.charge(n);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_charges_debt() {
+        let limiter = RateLimiter::new(1000);
+        assert_eq!(limiter.charge(100), Duration::ZERO, "within the burst");
+        let wait = limiter.charge(1150);
+        assert!(
+            wait >= Duration::from_millis(990) && wait <= Duration::from_millis(1010),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn stream_guard_counts_and_marks_activity() {
+        let stats = std::sync::Arc::new(ConnStats::new(
+            Instant::now() - Duration::from_secs(1),
+            true,
+            None,
+        ));
+        let guard = StreamGuard::new(stats.clone());
+        assert_eq!(guard.stats().open_streams.load(Ordering::Relaxed), 1);
+        drop(guard);
+        assert_eq!(stats.open_streams.load(Ordering::Relaxed), 0);
+    }
+}
