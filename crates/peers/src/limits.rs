@@ -1,0 +1,98 @@
+//! Connection accounting against the configured limits.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use sinew_transport::Direction;
+
+use crate::config::ConnectionLimits;
+use crate::types::{ConnectionCounts, Refusal};
+
+/// Running counts of connections per limit. Every admitted connection is released exactly once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Counter {
+    pub(crate) counts: ConnectionCounts,
+    /// Inbound connections per remote IP; entries at zero are removed.
+    pub(crate) per_ip: BTreeMap<IpAddr, usize>,
+}
+
+impl Counter {
+    /// Checks whether one more outbound connection fits, in the order outbound, total, pending.
+    pub(crate) fn check_outbound(&self, limits: &ConnectionLimits) -> Result<(), Refusal> {
+        let c = &self.counts;
+        if c.outbound >= limits.max_outbound {
+            return Err(Refusal::Outbound { limit: limits.max_outbound });
+        }
+        self.check_common(limits)
+    }
+
+    /// Checks whether one more inbound connection from `ip` fits, in the order inbound, total,
+    /// pending, per IP.
+    pub(crate) fn check_inbound(
+        &self,
+        limits: &ConnectionLimits,
+        ip: IpAddr,
+    ) -> Result<(), Refusal> {
+        if self.counts.inbound >= limits.max_inbound {
+            return Err(Refusal::Inbound { limit: limits.max_inbound });
+        }
+        self.check_common(limits)?;
+        if self.count_for_ip(ip) >= limits.max_per_ip {
+            return Err(Refusal::PerIp { ip, limit: limits.max_per_ip });
+        }
+        Ok(())
+    }
+
+    fn check_common(&self, limits: &ConnectionLimits) -> Result<(), Refusal> {
+        let c = &self.counts;
+        if c.total >= limits.max_total {
+            return Err(Refusal::Total { limit: limits.max_total });
+        }
+        if c.pending_handshakes >= limits.max_pending_handshakes {
+            return Err(Refusal::PendingHandshakes { limit: limits.max_pending_handshakes });
+        }
+        Ok(())
+    }
+
+    /// Counts a new pending connection.
+    pub(crate) fn admit(&mut self, direction: Direction, ip: Option<IpAddr>) {
+        let c = &mut self.counts;
+        c.total += 1;
+        c.pending_handshakes += 1;
+        match direction {
+            Direction::Inbound => c.inbound += 1,
+            Direction::Outbound => c.outbound += 1,
+        }
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    /// A pending connection's handshake ended (success, failure or abort).
+    pub(crate) fn handshake_done(&mut self) {
+        self.counts.pending_handshakes = self.counts.pending_handshakes.saturating_sub(1);
+    }
+
+    /// Releases a connection the node reported closed.
+    pub(crate) fn release(&mut self, direction: Direction, ip: Option<IpAddr>) {
+        let c = &mut self.counts;
+        c.total = c.total.saturating_sub(1);
+        match direction {
+            Direction::Inbound => c.inbound = c.inbound.saturating_sub(1),
+            Direction::Outbound => c.outbound = c.outbound.saturating_sub(1),
+        }
+        if let Some(ip) = ip
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Inbound connections from `ip`.
+    pub(crate) fn count_for_ip(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,136 @@
+//! Each limit refuses with its typed error and frees its slot when the connection ends.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::*;
+use crate::{ConnectionLimits, Refusal};
+
+fn config(limits: ConnectionLimits) -> PeersConfig {
+    PeersConfig { limits, ..PeersConfig::default() }
+}
+
+fn limits(
+    total: usize,
+    inbound: usize,
+    outbound: usize,
+    pending: usize,
+    per_ip: usize,
+) -> ConnectionLimits {
+    ConnectionLimits {
+        max_total: total,
+        max_inbound: inbound,
+        max_outbound: outbound,
+        max_pending_handshakes: pending,
+        max_per_ip: per_ip,
+    }
+}
+
+#[test]
+fn outbound_limit() {
+    let mut f = Fixture::new(config(limits(10, 10, 2, 10, 10)));
+    let first = f.connect_out(0, secs(0));
+    f.dial(1, secs(0));
+    let refused = f.pm.dial(addr_of(f.remotes[2], 3), f.at(secs(1)));
+    assert_eq!(refused, Err(Refusal::Outbound { limit: 2 }));
+    assert_eq!(f.actions(), vec![], "a refused dial emits nothing");
+    // Established connections count too, in every state, until closed.
+    f.pm.remove_peer(&f.remotes[0], f.at(secs(1)));
+    f.actions();
+    assert!(f.pm.dial(addr_of(f.remotes[2], 3), f.at(secs(1))).is_err(), "closing still counts");
+    f.pm.connection_closed(first, f.at(secs(2)));
+    f.actions();
+    assert!(matches!(
+        f.pm.dial(addr_of(f.remotes[2], 3), f.at(secs(2))),
+        Ok(DialTicket::Pending(_))
+    ));
+    f.pm.check_invariants();
+}
+
+#[test]
+fn inbound_limit() {
+    let mut f = Fixture::new(config(limits(10, 2, 10, 10, 10)));
+    let a = f.connect_in(0, secs(0));
+    f.connect_in(1, secs(0));
+    assert_eq!(f.pm.inbound(socket(3, 1), f.at(secs(1))), Err(Refusal::Inbound { limit: 2 }));
+    // Outbound is not affected by the inbound limit.
+    f.dial(2, secs(1));
+    f.pm.connection_closed(a, f.at(secs(2)));
+    f.actions();
+    assert!(f.pm.inbound(socket(3, 1), f.at(secs(2))).is_ok());
+    f.pm.check_invariants();
+}
+
+#[test]
+fn total_limit() {
+    let mut f = Fixture::new(config(limits(3, 10, 10, 10, 10)));
+    let a = f.connect_out(0, secs(0));
+    f.connect_out(1, secs(0));
+    f.connect_in(2, secs(0));
+    assert_eq!(f.pm.inbound(socket(9, 1), f.at(secs(1))), Err(Refusal::Total { limit: 3 }));
+    assert_eq!(
+        f.pm.dial(addr_of(f.remotes[3], 4), f.at(secs(1))),
+        Err(Refusal::Total { limit: 3 })
+    );
+    f.pm.connection_closed(a, f.at(secs(2)));
+    f.actions();
+    assert_eq!(f.pm.counts().total, 2);
+    assert!(f.pm.inbound(socket(9, 1), f.at(secs(2))).is_ok());
+}
+
+#[test]
+fn pending_handshake_limit() {
+    let mut f = Fixture::new(config(limits(10, 10, 10, 2, 10)));
+    let a = f.pm.inbound(socket(1, 1), f.at(secs(0))).unwrap();
+    let b = f.dial(0, secs(0));
+    assert_eq!(f.pm.counts().pending_handshakes, 2);
+    let refusal = Refusal::PendingHandshakes { limit: 2 };
+    assert_eq!(f.pm.inbound(socket(2, 1), f.at(secs(1))), Err(refusal.clone()));
+    assert_eq!(f.pm.dial(addr_of(f.remotes[1], 2), f.at(secs(1))), Err(refusal));
+    // A completed handshake frees the pending slot (the connection still counts in total).
+    f.pm.handshake_succeeded(a, est(f.remotes[2], Direction::Inbound, 1, 1), f.at(secs(2)));
+    assert_eq!(f.pm.counts().pending_handshakes, 1);
+    let c = f.pm.inbound(socket(2, 1), f.at(secs(2))).unwrap();
+    // So does a failed one.
+    f.pm.dial_failed(b, crate::DialFailure::Timeout, f.at(secs(3)));
+    assert!(f.pm.dial(addr_of(f.remotes[1], 2), f.at(secs(3))).is_ok());
+    assert_eq!(f.pm.counts().pending_handshakes, 2);
+    f.pm.handshake_failed(c, f.at(secs(4)));
+    assert_eq!(f.pm.counts().pending_handshakes, 1);
+    f.pm.check_invariants();
+}
+
+#[test]
+fn per_ip_limit_counts_inbound_only_and_folds_mapped_addresses() {
+    let mut f = Fixture::new(config(limits(10, 10, 10, 10, 2)));
+    let ip = Ipv4Addr::new(192, 0, 2, 1);
+    let v4 = |port| SocketAddr::new(IpAddr::V4(ip), port);
+    let mapped = SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), 9);
+    let first = f.pm.inbound(v4(1), f.at(secs(0))).unwrap();
+    f.pm.inbound(mapped, f.at(secs(0))).unwrap();
+    assert_eq!(f.pm.connections_from(IpAddr::V4(ip)), 2);
+    assert_eq!(
+        f.pm.inbound(v4(3), f.at(secs(0))),
+        Err(Refusal::PerIp { ip: IpAddr::V4(ip), limit: 2 })
+    );
+    // Another IP is fine, and so is dialling out to the same one.
+    assert!(
+        f.pm.inbound(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 1), f.at(secs(0))).is_ok()
+    );
+    let out = Addr::tcp(v4(4001)).with_peer(f.remotes[0]);
+    assert!(f.pm.dial(out, f.at(secs(0))).is_ok());
+    f.pm.handshake_failed(first, f.at(secs(1)));
+    assert_eq!(f.pm.connections_from(IpAddr::V4(ip)), 1);
+    assert!(f.pm.inbound(v4(3), f.at(secs(1))).is_ok());
+    f.pm.check_invariants();
+}
+
+#[test]
+fn a_persistent_peer_refused_by_a_limit_is_retried_with_backoff() {
+    let mut f = Fixture::new(config(limits(10, 10, 1, 10, 10)));
+    f.connect_out(0, secs(0));
+    let peer = f.remotes[1];
+    assert_eq!(f.pm.add_peer(addr_of(peer, 2), f.at(secs(1))), Ok(()));
+    assert_eq!(f.actions(), vec![], "the outbound limit holds");
+    let redial = f.pm.next_redial(&peer).expect("retry scheduled");
+    assert!(redial > f.at(secs(1)));
+}
