@@ -1,1 +1,84 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: nodes on loopback port 0, event waits with
+//! timeouts (never sleeps), and the environment checks of tests that need the machine.
+
+use std::time::Duration;
+
+use sinew::{Addr, Event, Events, Keypair, Node, NodeConfig, PeerId};
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A node listening on 127.0.0.1 port 0, configured by `configure`.
+pub async fn node_with(configure: impl FnOnce(&mut NodeConfig)) -> Node {
+    let mut config = NodeConfig::default();
+    configure(&mut config);
+    Node::builder(Keypair::generate())
+        .with_config(config)
+        .listen("tcp://127.0.0.1:0".parse().expect("valid address"))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// A node with default settings, listening on 127.0.0.1 port 0.
+pub async fn node() -> Node {
+    node_with(|_| {}).await
+}
+
+/// The node's first listen address, naming its peer id.
+pub fn addr(node: &Node) -> Addr {
+    node.listen_addrs()[0].clone().with_peer(node.peer_id())
+}
+
+/// Waits for a `PeerConnected` of `peer`.
+pub async fn connected(events: &mut Events, peer: PeerId) {
+    events
+        .wait_for(WAIT, |e| matches!(e, Event::PeerConnected { peer: p, .. } if *p == peer).then_some(()))
+        .await
+        .expect("peer connected in time");
+}
+
+/// Waits for a `PeerDisconnected` of `peer` and returns its reason.
+pub async fn disconnected(events: &mut Events, peer: PeerId) -> sinew::Reason {
+    events
+        .wait_for(WAIT, |e| match e {
+            Event::PeerDisconnected { peer: p, reason } if *p == peer => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+        .expect("peer disconnected in time")
+}
+
+/// Polls `check` (an async condition on real state) until it holds, up to [`WAIT`]. For state
+/// that has no event; each round waits for the node's own progress, not a fixed sleep.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// Whether the tests run under CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns true) with a message on a developer machine when `missing` says what is
+/// missing; panics under CI.
+pub fn skip_unless(available: bool, missing: &str) -> bool {
+    if available {
+        return false;
+    }
+    assert!(!in_ci(), "required under CI=true: {missing}");
+    eprintln!("skipped: {missing}");
+    true
+}

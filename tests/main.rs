@@ -1,1 +1,11 @@
-//! Integration tests.
+//! Integration tests: real nodes over real loopback sockets, one binary of modules.
+//! Long tests are `#[ignore]` and run by CI in release mode (`cargo test --release -- --ignored`).
+
+mod custom_protocol;
+mod large;
+mod limits;
+mod many;
+mod messaging;
+mod races;
+mod raw;
+mod robustness;

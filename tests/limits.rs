@@ -1,0 +1,68 @@
+//! Each connection limit refuses with its typed error.
+
+use std::time::Duration;
+
+use sinew::{DialError, Event, Refusal};
+use sinew_tests::{WAIT, addr, node, node_with};
+use tokio::net::TcpStream;
+
+async fn refused_inbound(events: &mut sinew::Events) -> String {
+    events
+        .wait_for(WAIT, |e| match e {
+            Event::InboundRefused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+        .expect("an inbound connection is refused")
+}
+
+#[tokio::test]
+async fn outbound_limit() {
+    let a = node_with(|c| c.peers.limits.max_outbound = 1).await;
+    let (b, c) = (node().await, node().await);
+    a.dial(addr(&b)).await.unwrap();
+    assert!(matches!(a.dial(addr(&c)).await, Err(DialError::Refused(Refusal::Outbound { limit: 1 }))));
+}
+
+#[tokio::test]
+async fn total_limit() {
+    let a = node_with(|c| c.peers.limits.max_total = 1).await;
+    let (b, c) = (node().await, node().await);
+    b.dial(addr(&a)).await.unwrap();
+    assert!(matches!(a.dial(addr(&c)).await, Err(DialError::Refused(Refusal::Total { limit: 1 }))));
+}
+
+#[tokio::test]
+async fn inbound_limit() {
+    let a = node_with(|c| c.peers.limits.max_inbound = 1).await;
+    let mut events = a.events();
+    let (b, c) = (node().await, node().await);
+    b.dial(addr(&a)).await.unwrap();
+    assert!(c.dial(addr(&a)).await.is_err(), "the second inbound connection is refused");
+    assert!(refused_inbound(&mut events).await.contains("inbound connection limit"));
+}
+
+#[tokio::test]
+async fn per_ip_limit() {
+    let a = node_with(|c| c.peers.limits.max_per_ip = 1).await;
+    let mut events = a.events();
+    let (b, c) = (node().await, node().await);
+    b.dial(addr(&a)).await.unwrap();
+    assert!(c.dial(addr(&a)).await.is_err());
+    assert!(refused_inbound(&mut events).await.contains("per-IP"));
+}
+
+#[tokio::test]
+async fn pending_handshake_limit() {
+    let a = node_with(|c| {
+        c.peers.limits.max_pending_handshakes = 1;
+        c.tcp.noise.handshake_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut events = a.events();
+    // A socket that never starts its handshake holds the one pending slot.
+    let _silent = TcpStream::connect(a.listen_addrs()[0].socket_addr().unwrap()).await.unwrap();
+    let b = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
+    assert!(b.dial(addr(&a)).await.is_err());
+    assert!(refused_inbound(&mut events).await.contains("pending handshake"));
+}

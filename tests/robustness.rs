@@ -1,0 +1,103 @@
+//! Bad input gets a typed error, the connection that sent it is closed, and the node goes on.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sinew::{Event, Opcode, Reason};
+use sinew_tests::{WAIT, addr, disconnected, node, node_with};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::raw::raw_connect;
+
+/// The node still serves a well-behaved peer.
+async fn still_serves(target: &sinew::Node) {
+    let good = node().await;
+    let peer = good.dial(addr(target)).await.expect("a good peer still connects");
+    good.ping(peer).await.expect("and gets answers");
+}
+
+#[tokio::test]
+async fn a_partial_frame_that_makes_no_progress_closes_the_connection() {
+    let a = node_with(|c| c.frame_stall_timeout = Duration::from_millis(300)).await;
+    let mut events = a.events();
+    let mut raw = raw_connect(&addr(&a)).await;
+    // Six bytes of a frame header, then silence.
+    let frame = sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::from_static(b"payload")).to_bytes();
+    raw.control.write_all(&frame[..6]).await.unwrap();
+    raw.control.flush().await.unwrap();
+    let started = Instant::now();
+    let reason = disconnected(&mut events, raw.id).await;
+    assert!(matches!(&reason, Reason::ProtocolError(detail) if detail.contains("no progress")), "{reason:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed by the stall timeout, not before");
+    still_serves(&a).await;
+}
+
+#[tokio::test]
+async fn garbage_truncated_and_tls_handshakes_are_refused_while_the_listener_serves_others() {
+    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
+    let mut events = a.events();
+    let target = a.listen_addrs()[0].socket_addr().unwrap();
+    let tls_client_hello = [0x16u8, 0x03, 0x01, 0x00, 0xa0, 0x01, 0x00, 0x00, 0x9c, 0x03, 0x03];
+    let cases: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A valid preamble and the start of Noise message 1, then the dialler gives up.
+        b"SINEW\x01\x02\x00\x00\x20\x01\x02\x03",
+        &tls_client_hello,
+    ];
+    for bytes in cases {
+        let mut socket = TcpStream::connect(target).await.unwrap();
+        socket.write_all(bytes).await.unwrap();
+        socket.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        // The node closes the socket: reading ends (EOF or reset), it does not hang.
+        let _ = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.expect("the node closes the socket");
+        let error = events
+            .wait_for(WAIT, |e| match e {
+                Event::HandshakeFailed { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .await
+            .expect("a handshake failure is reported");
+        eprintln!("refused: {error}");
+        still_serves(&a).await;
+    }
+}
+
+#[tokio::test]
+async fn a_half_open_peer_that_stops_reading_is_disconnected_by_missed_pongs() {
+    let a = node_with(|c| {
+        c.peers.ping_interval = Duration::from_millis(200);
+        c.peers.ping_timeout = Duration::from_millis(150);
+        c.peers.max_missed_pings = 3;
+    })
+    .await;
+    let mut events = a.events();
+    let started = Instant::now();
+    let raw = raw_connect(&addr(&a)).await; // never reads or answers again
+    let reason = disconnected(&mut events, raw.id).await;
+    assert_eq!(reason, Reason::PingTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(600), "three intervals: {:?}", started.elapsed());
+    drop(raw);
+    still_serves(&a).await;
+}
+
+#[tokio::test]
+async fn an_oversize_control_frame_closes_only_that_connection() {
+    let a = node_with(|c| c.control_frame_cap = 4096).await;
+    let b = node().await;
+    let mut events = a.events();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    let other = node().await;
+    let other_peer = other.dial(addr(&a)).await.unwrap();
+    let mut raw = raw_connect(&addr(&a)).await;
+    // Claims 1 GiB: refused from the header alone.
+    let mut header = sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::new()).to_bytes().to_vec();
+    header[0..4].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    raw.control.write_all(&header).await.unwrap();
+    raw.control.flush().await.unwrap();
+    let reason = disconnected(&mut events, raw.id).await;
+    assert!(matches!(&reason, Reason::ProtocolError(d) if d.contains("exceeds the cap")), "{reason:?}");
+    b.ping(peer).await.expect("other connections are untouched");
+    other.ping(other_peer).await.expect("other connections are untouched");
+}
