@@ -1,0 +1,34 @@
+//! Real `sinew` processes talking to each other.
+
+mod support;
+
+use support::{NodeProcess, run};
+
+#[tokio::test]
+async fn two_processes_ping_and_transfer_a_file() {
+    let mut node = NodeProcess::start(&["--listen", "tcp://127.0.0.1:0"]).await;
+    let pinged = run(&["ping", &node.addr(), "--count", "2"]).await;
+    assert_eq!(pinged.matches("pong from").count(), 2, "{pinged}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.bin");
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(7) % 256) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let sent =
+        run(&["send", &node.addr(), "--opcode", "1000", "--file", file.to_str().unwrap()]).await;
+    let report: serde_json::Value = serde_json::from_str(sent.trim()).unwrap();
+    let sha = report["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(report["bytes"], 5_000_000);
+    // The receiving node logged the same digest: the file arrived intact.
+    node.wait_for_line(&["message", "bytes=5000000", &sha]).await;
+}
+
+#[tokio::test]
+async fn killing_a_process_gives_peer_disconnected_on_the_other() {
+    let mut a = NodeProcess::start(&["--listen", "tcp://127.0.0.1:0"]).await;
+    let mut b = NodeProcess::start(&["--listen", "tcp://127.0.0.1:0", "--peer", &a.addr()]).await;
+    a.wait_for_line(&["peer connected", &b.peer_id]).await;
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    a.wait_for_line(&["peer disconnected", &b.peer_id]).await;
+}
