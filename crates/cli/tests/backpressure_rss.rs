@@ -56,7 +56,7 @@ async fn a_peer_that_never_reads_bounds_the_senders_memory() {
             Err(other) => panic!("unexpected {other}"),
         }
         attempted += MESSAGE;
-        if attempted % (64 << 20) == 0 {
+        if attempted.is_multiple_of(64 << 20) {
             // Let the connection task run: it drains into the socket until the kernel is full.
             tokio::task::yield_now().await;
         }

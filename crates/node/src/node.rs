@@ -396,10 +396,7 @@ impl Node {
 
     /// Answers a request (or an acked message) received in an [`Inbox`] with an error status.
     pub async fn reply_error(&self, to: &Message, status: Status) -> Result<(), SendError> {
-        let id = match to.kind {
-            FrameKind::Request { id } | FrameKind::Acked { id } => id,
-            _ => return Ok(()),
-        };
+        let (FrameKind::Request { id } | FrameKind::Acked { id }) = to.kind else { return Ok(()) };
         self.send_frame(
             to.peer,
             Frame::new(to.opcode, FrameKind::Error { id, status }, Bytes::new()),

@@ -68,13 +68,13 @@ impl ConnStats {
     fn report(&self, kind: Activity) {
         let Some((tx, conn)) = &self.notify else { return };
         let event = ConnEvent::Activity { conn: *conn, kind };
-        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
-            if kind != Activity::Traffic {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(event).await;
-                });
-            }
+        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event)
+            && kind != Activity::Traffic
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(event).await;
+            });
         }
     }
 

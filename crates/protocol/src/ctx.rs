@@ -165,10 +165,7 @@ impl<'a> Ctx<'a> {
 
     /// Answers a request, or an acked message, with an error status.
     pub fn reply_error(&mut self, to: &Message, status: Status) -> Result<(), SendError> {
-        let id = match to.kind {
-            FrameKind::Request { id } | FrameKind::Acked { id } => id,
-            _ => return Ok(()),
-        };
+        let (FrameKind::Request { id } | FrameKind::Acked { id }) = to.kind else { return Ok(()) };
         self.host.send_frame(
             &to.peer,
             Frame::new(to.opcode, FrameKind::Error { id, status }, Bytes::new()),

@@ -116,6 +116,7 @@ pub trait Protocol: Send + 'static {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take a real instant as their virtual time base
 mod tests {
     use super::*;
     use crate::testing::TestHost;

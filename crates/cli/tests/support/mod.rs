@@ -10,19 +10,19 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 /// How long a test waits for a process to print something.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A running `sinew node` and the lines it prints.
-pub struct NodeProcess {
-    pub child: Child,
-    pub peer_id: String,
-    pub listen: Vec<String>,
+pub(crate) struct NodeProcess {
+    pub(crate) child: Child,
+    pub(crate) peer_id: String,
+    pub(crate) listen: Vec<String>,
     lines: mpsc::Receiver<String>,
 }
 
 impl NodeProcess {
     /// Starts `sinew node` with `args` and reads its first line (JSON: peer id, addresses).
-    pub async fn start(args: &[&str]) -> Self {
+    pub(crate) async fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sinew"))
             .arg("node")
             .args(args)
@@ -58,12 +58,12 @@ impl NodeProcess {
     }
 
     /// The first listen address with the peer id.
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.listen[0].replacen("tcp://", &format!("tcp://{}@", self.peer_id), 1)
     }
 
     /// Waits for a printed line containing every one of `needles`.
-    pub async fn wait_for_line(&mut self, needles: &[&str]) -> String {
+    pub(crate) async fn wait_for_line(&mut self, needles: &[&str]) -> String {
         tokio::time::timeout(WAIT, async {
             while let Some(line) = self.lines.recv().await {
                 if needles.iter().all(|n| line.contains(n)) {
@@ -77,13 +77,13 @@ impl NodeProcess {
     }
 
     /// The process id.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id().expect("running") as i32
     }
 }
 
 /// Runs a `sinew` subcommand to completion and returns its stdout.
-pub async fn run(args: &[&str]) -> String {
+pub(crate) async fn run(args: &[&str]) -> String {
     let output = tokio::time::timeout(
         WAIT * 3,
         Command::new(env!("CARGO_BIN_EXE_sinew")).args(args).output(),

@@ -156,11 +156,10 @@ impl Driver {
         self.core.connected.retain(|p| *p != peer);
         self.core.shared.peers.write().unwrap_or_else(|e| e.into_inner()).remove(&peer);
         self.core.shared.fail_waiters(&peer);
-        if !self.core.peers.persistent_peers().contains(&peer) || self.core.peers.is_shutting_down()
-        {
-            if let Some(queue) = self.core.queues.remove(&peer) {
-                queue.close();
-            }
+        let keep_queue = self.core.peers.persistent_peers().contains(&peer)
+            && !self.core.peers.is_shutting_down();
+        if !keep_queue && let Some(queue) = self.core.queues.remove(&peer) {
+            queue.close();
         }
         let observed = self.core.close_reasons.remove(&peer);
         let reason = match reason {

@@ -164,10 +164,10 @@ impl Driver {
         }
         loop {
             self.settle();
-            if let Some((_, deadline)) = &self.shutdown {
-                if self.core.conns.is_empty() || Instant::now() >= *deadline {
-                    break;
-                }
+            if let Some((_, deadline)) = &self.shutdown
+                && (self.core.conns.is_empty() || Instant::now() >= *deadline)
+            {
+                break;
             }
             let deadline = self.core.next_deadline();
             let shutdown_at = self.shutdown.as_ref().map(|(_, at)| *at);
@@ -234,11 +234,10 @@ impl Driver {
             }
             Command::RemovePeer { peer } => {
                 self.core.peers.remove_peer(&peer, now);
-                if let Some(queue) = self.core.queues.get(&peer) {
-                    if !self.core.info.contains_key(&peer) {
-                        queue.close();
-                        self.core.queues.remove(&peer);
-                    }
+                if !self.core.info.contains_key(&peer)
+                    && let Some(queue) = self.core.queues.remove(&peer)
+                {
+                    queue.close();
                 }
             }
             Command::Authorize { peer } => self.authorize(peer),
@@ -293,10 +292,10 @@ impl Driver {
     }
 
     fn disconnect(&mut self, peer: PeerId, code: DisconnectCode) {
-        if let Some(conn) = self.core.peers.active_connection(&peer) {
-            if let Some(entry) = self.core.conns.get(&conn) {
-                entry.command(crate::conn::ConnCommand::Close(code, String::new()));
-            }
+        if let Some(conn) = self.core.peers.active_connection(&peer)
+            && let Some(entry) = self.core.conns.get(&conn)
+        {
+            entry.command(crate::conn::ConnCommand::Close(code, String::new()));
         }
     }
 
