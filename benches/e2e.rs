@@ -33,6 +33,12 @@ fn quick() -> bool {
     std::env::var_os("SINEW_E2E_QUICK").is_some()
 }
 
+/// Whether to run a section: all of them unless `SINEW_E2E_ONLY` names some
+/// (`throughput,setup,idle,large`).
+fn section(name: &str) -> bool {
+    std::env::var("SINEW_E2E_ONLY").map_or(true, |only| only.split(',').any(|s| s == name))
+}
+
 /// glibc thresholds as the `sinew` binary sets them (docs/performance.md).
 #[allow(unsafe_code)]
 fn tune_allocator() {
@@ -130,6 +136,20 @@ async fn serve(role: &str) {
             let addr = node.listen_addrs()[0].clone().with_peer(node.peer_id());
             println!("{addr}");
             std::mem::forget(node); // lives until the process exits
+        }
+        "idle-client" => {
+            // Opens SINEW_E2E_COUNT idle connections to SINEW_E2E_TARGET (for profiling a server
+            // by hand), then waits for stdin to close.
+            let target: sinew::Addr = std::env::var("SINEW_E2E_TARGET").unwrap().parse().unwrap();
+            let count: usize = std::env::var("SINEW_E2E_COUNT").map_or(200, |c| c.parse().unwrap());
+            let mut conns = Vec::new();
+            for _ in 0..count {
+                conns.push(idle_connection(&target).await);
+            }
+            println!("opened {count}");
+            let _ = stdin_closed.await;
+            drop(conns);
+            std::process::exit(0);
         }
         other => panic!("unknown role {other}"),
     }
@@ -271,7 +291,25 @@ async fn measure() -> serde_json::Value {
     let bytes: u64 = if quick() { 256 << 20 } else { 1 << 30 };
     let rounds = if quick() { 1 } else { 3 };
 
-    // 1. Throughput, interleaved so drift affects every stack alike.
+    let mut results = serde_json::Map::new();
+    results.insert("machine".into(), serde_json::json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) }));
+    if section("throughput") {
+        results.insert("throughput".into(), throughput(bytes, rounds).await);
+    }
+    if section("setup") {
+        results.insert("setup".into(), setup().await);
+    }
+    if section("idle") {
+        results.insert("idle".into(), idle().await);
+    }
+    if section("large") {
+        results.insert("large_message".into(), large().await);
+    }
+    serde_json::Value::Object(results)
+}
+
+async fn throughput(bytes: u64, rounds: usize) -> serde_json::Value {
+    // Interleaved so drift affects every stack alike.
     let tcp = Server::start("tcp-sink");
     let node = Server::start("node");
     let (mut tcp_mbps, mut aes_mbps, mut chacha_mbps) = (Vec::new(), Vec::new(), Vec::new());
@@ -305,8 +343,19 @@ async fn measure() -> serde_json::Value {
         median(chacha_cpu.clone()),
         chacha_m / tcp_m
     );
+    drop(node);
+    serde_json::json!({
+        "bytes": bytes, "rounds": rounds, "write_size": MIB,
+        "tcp_mbps": tcp_mbps, "aesgcm_mbps": aes_mbps, "chachapoly_mbps": chacha_mbps,
+        "tcp_cpu_s_per_gb": tcp_cpu, "aesgcm_cpu_s_per_gb": aes_cpu, "chachapoly_cpu_s_per_gb": chacha_cpu,
+        "median": { "tcp": tcp_m, "aesgcm": aes_m, "chachapoly": chacha_m,
+                    "aesgcm_ratio": aes_m / tcp_m, "chachapoly_ratio": chacha_m / tcp_m },
+    })
+}
 
-    // 2. Connection setup: dial to first pong, a fresh client identity each time.
+/// Connection setup: dial to first pong, a fresh client identity each time.
+async fn setup() -> serde_json::Value {
+    let node = Server::start("node");
     let target: sinew::Addr = node.addr.parse().unwrap();
     let n = if quick() { 100 } else { 500 };
     let _ = one_setup(&target).await; // warm up
@@ -337,8 +386,14 @@ async fn measure() -> serde_json::Value {
         "  median {setup_median:.3} ms; sequential {sequential_rate:.0}/s; concurrent ({concurrency} at once) {concurrent_rate:.0}/s"
     );
     drop(node);
+    serde_json::json!({
+        "count": n, "median_ms": setup_median, "sequential_per_sec": sequential_rate,
+        "concurrency": concurrency, "concurrent_per_sec": concurrent_rate, "samples_ms": setups,
+    })
+}
 
-    // 3. Idle connections: heap of a separate server process per connection.
+/// Idle connections: memory of a separate server process, per connection.
+async fn idle() -> serde_json::Value {
     let idle = Server::start("node");
     let target: sinew::Addr = idle.addr.parse().unwrap();
     let warm = idle_connection(&target).await;
@@ -361,8 +416,12 @@ async fn measure() -> serde_json::Value {
     drop(conns);
     drop(warm);
     drop(idle);
+    serde_json::json!({ "connections": count, "server_vmhwm_kib": [hwm0, hwm1], "server_vmrss_kib": [rss0, rss1],
+                        "bytes_per_connection_hwm": per_hwm, "bytes_per_connection_rss": per_rss })
+}
 
-    // 4. Receiver peak RSS for one 512 MiB message.
+/// Receiver peak RSS for one 512 MiB message.
+async fn large() -> serde_json::Value {
     let size = if quick() { 128 * MIB } else { 512 * MIB };
     let mut receiver = Server::start("large-receiver");
     let base = status_kib(receiver.pid(), "VmHWM:");
@@ -382,23 +441,6 @@ async fn measure() -> serde_json::Value {
         elapsed.as_secs_f64()
     );
     sender.shutdown().await;
-
-    serde_json::json!({
-        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
-        "throughput": {
-            "bytes": bytes, "rounds": rounds, "write_size": MIB,
-            "tcp_mbps": tcp_mbps, "aesgcm_mbps": aes_mbps, "chachapoly_mbps": chacha_mbps,
-            "tcp_cpu_s_per_gb": tcp_cpu, "aesgcm_cpu_s_per_gb": aes_cpu, "chachapoly_cpu_s_per_gb": chacha_cpu,
-            "median": { "tcp": tcp_m, "aesgcm": aes_m, "chachapoly": chacha_m,
-                        "aesgcm_ratio": aes_m / tcp_m, "chachapoly_ratio": chacha_m / tcp_m },
-        },
-        "setup": {
-            "count": n, "median_ms": setup_median, "sequential_per_sec": sequential_rate,
-            "concurrency": concurrency, "concurrent_per_sec": concurrent_rate, "samples_ms": setups,
-        },
-        "idle": { "connections": count, "server_vmhwm_kib": [hwm0, hwm1], "server_vmrss_kib": [rss0, rss1],
-                  "bytes_per_connection_hwm": per_hwm, "bytes_per_connection_rss": per_rss },
-        "large_message": { "bytes": size, "receiver_vmhwm_kib_before": base, "receiver_vmhwm_kib": hwm,
-                           "ratio_to_message": ratio, "seconds": elapsed.as_secs_f64() },
-    })
+    serde_json::json!({ "bytes": size, "receiver_vmhwm_kib_before": base, "receiver_vmhwm_kib": hwm,
+                        "ratio_to_message": ratio, "seconds": elapsed.as_secs_f64() })
 }

@@ -1,0 +1,141 @@
+//! Thin async drivers: run the sans-IO handshake over a tokio stream, bounded by a timeout.
+
+use std::time::Duration;
+
+use sinew_transport::{HandshakeError, NoiseSuite};
+use sinew_types::PeerId;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::handshake::{HandshakeInfo, HandshakeStep, NoiseHandshake, NoiseIdentity, message_len};
+use crate::preamble::{Detected, Preamble, Rewind, detect};
+use crate::stream::NoiseStream;
+
+/// Dials: sends the preamble and runs Noise XX as the initiator over `io`, checking the
+/// responder's identity against `expected` (if set) before message 3 is written.
+///
+/// The whole handshake is bounded by `timeout` (`HandshakeError::Timeout`). On any error `io` is
+/// dropped, which closes a socket; on an identity mismatch message 3 is never sent.
+pub async fn upgrade_outbound<S>(
+    io: S,
+    identity: &NoiseIdentity,
+    suite: NoiseSuite,
+    expected: Option<PeerId>,
+    timeout: Duration,
+) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let handshake = NoiseHandshake::initiator(identity, suite, expected);
+    with_timeout(timeout, run(io, handshake, true)).await
+}
+
+/// Listens: reads the first bytes ([`detect`]), refuses TLS (`TlsNotAccepted`: no TLS here yet)
+/// and anything that is not a valid preamble, then runs Noise XX as the responder.
+///
+/// The whole handshake, detection included, is bounded by `timeout`. On any error `io` is
+/// dropped.
+pub async fn upgrade_inbound<S>(
+    io: S,
+    identity: &NoiseIdentity,
+    timeout: Duration,
+) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    with_timeout(timeout, async {
+        match detect(io).await? {
+            (Detected::Tls, _) => Err(HandshakeError::TlsNotAccepted),
+            (Detected::Noise(_), rewind) => respond(rewind, identity).await,
+        }
+    })
+    .await
+}
+
+/// Continues an inbound connection after the caller's own [`detect`] found
+/// [`Detected::Noise`]: takes the preamble from `rewound`'s replay bytes and runs Noise XX as the
+/// responder, bounded by `timeout`. A listener that also accepts TLS dispatches on [`detect`]'s
+/// answer and calls this for Noise.
+pub async fn upgrade_inbound_noise<S>(
+    rewound: Rewind<S>,
+    identity: &NoiseIdentity,
+    timeout: Duration,
+) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    with_timeout(timeout, respond(rewound, identity)).await
+}
+
+async fn respond<S>(
+    rewound: Rewind<S>,
+    identity: &NoiseIdentity,
+) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (io, prefix) = rewound.into_parts();
+    // detect() leaves exactly the 8 preamble bytes for Noise; anything else is a caller error.
+    let bytes: [u8; crate::PREAMBLE_LEN] =
+        prefix[..].try_into().map_err(|_| HandshakeError::NotSinew)?;
+    let preamble = Preamble::parse(bytes)?;
+    run(io, NoiseHandshake::responder(identity, preamble), false).await
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, HandshakeError>>,
+) -> Result<T, HandshakeError> {
+    tokio::time::timeout(timeout, fut).await.unwrap_or(Err(HandshakeError::Timeout))
+}
+
+/// Drives `handshake` to the end over `io`. The initiator's preamble goes out with message 1.
+async fn run<S>(
+    mut io: S,
+    mut handshake: NoiseHandshake,
+    send_preamble: bool,
+) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut out = Vec::with_capacity(256);
+    if send_preamble {
+        out.extend_from_slice(handshake.preamble().as_bytes());
+    }
+    let mut message = Vec::new();
+    loop {
+        match handshake.step() {
+            HandshakeStep::Write => {
+                handshake.write_message(&mut out)?;
+                io.write_all(&out).await?;
+                io.flush().await?;
+                out.clear();
+            }
+            HandshakeStep::Read => {
+                read_message(&mut io, &mut message).await?;
+                handshake.read_message(&message)?;
+            }
+            HandshakeStep::Finished => break,
+            // Unreachable: every failing call above returns its error first.
+            HandshakeStep::Failed => return Err(HandshakeError::Protocol),
+        }
+    }
+    let (transport, info) = handshake.finish()?;
+    Ok((NoiseStream::new(io, transport), info))
+}
+
+/// Reads one framed handshake message into `buf`. The buffer grows with the bytes that arrive,
+/// never with the claimed length alone.
+async fn read_message<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<(), HandshakeError> {
+    let mut prefix = [0u8; 2];
+    io.read_exact(&mut prefix).await?;
+    let len = message_len(prefix)?;
+    buf.clear();
+    let read = (&mut *io).take(len as u64).read_to_end(buf).await?;
+    if read < len {
+        return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(())
+}
