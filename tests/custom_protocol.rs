@@ -1,7 +1,9 @@
 //! A custom protocol is one small `Protocol` impl (under 60 lines, checked below).
 
 use bytes::Bytes;
-use sinew::{Ctx, Event, Handled, Message, Node, Opcode, OpcodeRange, Opcodes, PeerId, PeerInfo, Protocol};
+use sinew::{
+    Ctx, Event, Handled, Message, Node, Opcode, OpcodeRange, Opcodes, PeerId, PeerInfo, Protocol,
+};
 use sinew_tests::{WAIT, addr};
 
 // --- the protocol ---
@@ -49,7 +51,12 @@ impl Protocol for Greeter {
 
 async fn greeter_node() -> Node {
     let listen = "tcp://127.0.0.1:0".parse().unwrap();
-    Node::builder(sinew::Keypair::generate()).protocol(Greeter::default()).listen(listen).start().await.unwrap()
+    Node::builder(sinew::Keypair::generate())
+        .protocol(Greeter::default())
+        .listen(listen)
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

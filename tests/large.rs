@@ -31,7 +31,9 @@ async fn large_messages_arrive_intact_and_oversize_ones_are_refused() {
     let mut events = a.events();
     let _ = b.send(peer, op, pattern(20 << 20)).await;
     let dropped = events
-        .wait_for(WAIT, |e| matches!(e, Event::MessageDropped { reason: DropReason::TooLarge, .. }).then_some(()))
+        .wait_for(WAIT, |e| {
+            matches!(e, Event::MessageDropped { reason: DropReason::TooLarge, .. }).then_some(())
+        })
         .await;
     assert!(dropped.is_some());
     b.ping(peer).await.unwrap();
@@ -72,7 +74,10 @@ async fn max_size_message_intact_while_pings_overtake_it() {
     let back = a.ping(b.peer_id()).await.unwrap();
     let at_pong = bytes_in().await;
     eprintln!("pings at {at_ping} bytes answered by {at_pong} bytes ({rtt:?}, {back:?})");
-    assert!(at_pong < total / 2, "the pings were answered before half arrived ({at_pong} of {total})");
+    assert!(
+        at_pong < total / 2,
+        "the pings were answered before half arrived ({at_pong} of {total})"
+    );
     let msg = tokio::time::timeout(Duration::from_secs(120), inbox.next()).await.unwrap().unwrap();
     assert_eq!(msg.payload.len(), total);
     assert_eq!(Sha256::digest(&msg.payload), digest);

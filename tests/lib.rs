@@ -33,7 +33,9 @@ pub fn addr(node: &Node) -> Addr {
 /// Waits for a `PeerConnected` of `peer`.
 pub async fn connected(events: &mut Events, peer: PeerId) {
     events
-        .wait_for(WAIT, |e| matches!(e, Event::PeerConnected { peer: p, .. } if *p == peer).then_some(()))
+        .wait_for(WAIT, |e| {
+            matches!(e, Event::PeerConnected { peer: p, .. } if *p == peer).then_some(())
+        })
         .await
         .expect("peer connected in time");
 }

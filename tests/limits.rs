@@ -21,7 +21,10 @@ async fn outbound_limit() {
     let a = node_with(|c| c.peers.limits.max_outbound = 1).await;
     let (b, c) = (node().await, node().await);
     a.dial(addr(&b)).await.unwrap();
-    assert!(matches!(a.dial(addr(&c)).await, Err(DialError::Refused(Refusal::Outbound { limit: 1 }))));
+    assert!(matches!(
+        a.dial(addr(&c)).await,
+        Err(DialError::Refused(Refusal::Outbound { limit: 1 }))
+    ));
 }
 
 #[tokio::test]

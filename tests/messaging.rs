@@ -63,7 +63,11 @@ async fn ping_messages_requests_acks_and_unknown_opcodes() {
     b.send(peer_a, op(1500), Bytes::new()).await.unwrap();
     let status = events
         .wait_for(WAIT, |e| match e {
-            Event::RemoteError { peer, opcode, status } if *peer == peer_a && *opcode == op(1500) => Some(*status),
+            Event::RemoteError { peer, opcode, status }
+                if *peer == peer_a && *opcode == op(1500) =>
+            {
+                Some(*status)
+            }
             _ => None,
         })
         .await;
@@ -76,7 +80,8 @@ async fn request_times_out_and_busy_inbox_answers_busy() {
     let b = node().await;
     let _silent = a.inbox(op(1002)).await.unwrap(); // never read
     let peer = b.dial(addr(&a)).await.unwrap();
-    let first = b.request_with_timeout(peer, op(1002), Bytes::new(), std::time::Duration::from_millis(300));
+    let first =
+        b.request_with_timeout(peer, op(1002), Bytes::new(), std::time::Duration::from_millis(300));
     assert_eq!(first.await, Err(RequestError::Timeout), "taken by the inbox, never answered");
     let second = b.request_with_timeout(peer, op(1002), Bytes::new(), WAIT).await;
     assert_eq!(second, Err(RequestError::Remote(Status::BUSY)), "the inbox is full");
@@ -92,7 +97,10 @@ async fn broadcast_reaches_everyone_and_randomly_reaches_n() {
         leaf.dial(addr(&hub)).await.unwrap();
         leaves.push((leaf, inbox));
     }
-    assert!(sinew_tests::eventually(|| async { hub.network_state().await.unwrap().peers.len() == 5 }).await);
+    assert!(
+        sinew_tests::eventually(|| async { hub.network_state().await.unwrap().peers.len() == 5 })
+            .await
+    );
     let report = hub.broadcast(op(1000), Bytes::from_static(b"all"));
     assert_eq!(report.sent.len(), 5);
     for (_, inbox) in &mut leaves {

@@ -15,7 +15,8 @@ async fn one_connection_each(a: &Node, b: &Node) -> bool {
         && sb.connections == 1
         && sa.peers.len() == 1
         && sb.peers.len() == 1
-        && (sa.peers[0].direction == Direction::Outbound) == (sb.peers[0].direction == Direction::Inbound)
+        && (sa.peers[0].direction == Direction::Outbound)
+            == (sb.peers[0].direction == Direction::Inbound)
 }
 
 /// Both nodes dial each other at the same moment, then send at once, 100 times: one
@@ -42,13 +43,19 @@ async fn simultaneous_dials_keep_one_connection_and_lose_nothing() {
         for inbox in [&mut a_inbox, &mut b_inbox] {
             let mut got: Vec<u32> = Vec::new();
             while got.len() < MESSAGES as usize {
-                let msg = tokio::time::timeout(WAIT, inbox.next()).await.expect("all messages arrive").unwrap();
+                let msg = tokio::time::timeout(WAIT, inbox.next())
+                    .await
+                    .expect("all messages arrive")
+                    .unwrap();
                 got.push(u32::from_le_bytes(msg.payload[..4].try_into().unwrap()));
             }
             got.sort_unstable();
             assert_eq!(got, (0..MESSAGES).collect::<Vec<_>>(), "round {round}");
         }
-        assert!(eventually(|| one_connection_each(&a, &b)).await, "round {round}: one connection, the same on both sides");
+        assert!(
+            eventually(|| one_connection_each(&a, &b)).await,
+            "round {round}: one connection, the same on both sides"
+        );
     }
 }
 

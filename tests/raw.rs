@@ -25,7 +25,8 @@ pub(crate) async fn raw_connect(target: &Addr) -> RawPeer {
     let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(&key, 1)), TcpConfig::default());
     let connection = transport.dial(target.clone()).await.expect("raw dial");
     let mut control = connection.muxer.open_stream().await.expect("control stream");
-    let hello = Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: 1 }.encode()).to_bytes();
+    let hello =
+        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: 1 }.encode()).to_bytes();
     control.write_all(&hello).await.expect("hello");
     control.flush().await.expect("flush");
     RawPeer { id: key.peer_id(), _connection: connection, control }

@@ -23,13 +23,21 @@ async fn a_partial_frame_that_makes_no_progress_closes_the_connection() {
     let mut events = a.events();
     let mut raw = raw_connect(&addr(&a)).await;
     // Six bytes of a frame header, then silence.
-    let frame = sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::from_static(b"payload")).to_bytes();
+    let frame =
+        sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::from_static(b"payload"))
+            .to_bytes();
     raw.control.write_all(&frame[..6]).await.unwrap();
     raw.control.flush().await.unwrap();
     let started = Instant::now();
     let reason = disconnected(&mut events, raw.id).await;
-    assert!(matches!(&reason, Reason::ProtocolError(detail) if detail.contains("no progress")), "{reason:?}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed by the stall timeout, not before");
+    assert!(
+        matches!(&reason, Reason::ProtocolError(detail) if detail.contains("no progress")),
+        "{reason:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed by the stall timeout, not before"
+    );
     still_serves(&a).await;
 }
 
@@ -51,7 +59,9 @@ async fn garbage_truncated_and_tls_handshakes_are_refused_while_the_listener_ser
         socket.shutdown().await.unwrap();
         let mut rest = Vec::new();
         // The node closes the socket: reading ends (EOF or reset), it does not hang.
-        let _ = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.expect("the node closes the socket");
+        let _ = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest))
+            .await
+            .expect("the node closes the socket");
         let error = events
             .wait_for(WAIT, |e| match e {
                 Event::HandshakeFailed { error, .. } => Some(error.clone()),
@@ -77,7 +87,11 @@ async fn a_half_open_peer_that_stops_reading_is_disconnected_by_missed_pongs() {
     let raw = raw_connect(&addr(&a)).await; // never reads or answers again
     let reason = disconnected(&mut events, raw.id).await;
     assert_eq!(reason, Reason::PingTimeout);
-    assert!(started.elapsed() >= Duration::from_millis(600), "three intervals: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "three intervals: {:?}",
+        started.elapsed()
+    );
     drop(raw);
     still_serves(&a).await;
 }
@@ -92,12 +106,16 @@ async fn an_oversize_control_frame_closes_only_that_connection() {
     let other_peer = other.dial(addr(&a)).await.unwrap();
     let mut raw = raw_connect(&addr(&a)).await;
     // Claims 1 GiB: refused from the header alone.
-    let mut header = sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::new()).to_bytes().to_vec();
+    let mut header =
+        sinew_codec::Frame::message(Opcode::app(1000).unwrap(), Bytes::new()).to_bytes().to_vec();
     header[0..4].copy_from_slice(&(1u32 << 30).to_le_bytes());
     raw.control.write_all(&header).await.unwrap();
     raw.control.flush().await.unwrap();
     let reason = disconnected(&mut events, raw.id).await;
-    assert!(matches!(&reason, Reason::ProtocolError(d) if d.contains("exceeds the cap")), "{reason:?}");
+    assert!(
+        matches!(&reason, Reason::ProtocolError(d) if d.contains("exceeds the cap")),
+        "{reason:?}"
+    );
     b.ping(peer).await.expect("other connections are untouched");
     other.ping(other_peer).await.expect("other connections are untouched");
 }

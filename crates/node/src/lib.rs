@@ -80,3 +80,8 @@ pub mod layers {
     pub use sinew_transport as transport;
     pub use sinew_types as types;
 }
+
+/// The README's examples compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

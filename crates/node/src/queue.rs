@@ -86,22 +86,27 @@ impl PeerQueue {
         }
     }
 
-    /// Moves frames into `out` until about `max_bytes` are taken (at least one frame), returning
-    /// their room to the budget.
+    /// Moves frames into `out` without going over `max_bytes` (but always at least one frame),
+    /// returning their room to the budget.
     pub(crate) fn pop_batch(&self, max_bytes: usize, out: &mut Vec<Frame>) {
         let mut taken = 0usize;
         let mut released = 0u32;
         {
             let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-            while let Some((frame, cost)) = frames.pop_front() {
-                taken += frame.encoded_len();
-                released = released.saturating_add(cost);
-                out.push(frame);
-                if taken >= max_bytes {
+            while let Some((frame, _)) = frames.front() {
+                let len = frame.encoded_len();
+                if taken > 0 && taken + len > max_bytes {
                     break;
                 }
+                let Some((frame, cost)) = frames.pop_front() else { break };
+                taken += len;
+                released = released.saturating_add(cost);
+                out.push(frame);
             }
-            if !frames.is_empty() {
+            if frames.is_empty() {
+                // Release the ring buffer: idle peers hold no queue memory.
+                *frames = VecDeque::new();
+            } else {
                 self.writer.notify_one();
             }
         }

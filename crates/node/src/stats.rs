@@ -137,12 +137,11 @@ impl RateLimiter {
         }
     }
 
-    /// Charges `n` bytes and waits as long as the rate requires.
-    pub(crate) async fn consume(&self, n: usize) {
+    /// Charges `n` bytes; if the rate requires a pause, returns it as a boxed sleep (boxed so
+    /// that readers' state machines do not carry a timer while they are not throttled).
+    pub(crate) fn throttle(&self, n: usize) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
         let wait = self.charge(n);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        (!wait.is_zero()).then(|| Box::pin(tokio::time::sleep(wait)))
     }
 }
 

@@ -59,7 +59,9 @@ pub(crate) struct Conn {
     /// The IP this connection counts under for the per-IP limit (inbound only).
     pub(crate) counted_ip: Option<IpAddr>,
     /// Set when the handshake completes.
-    pub(crate) session: Option<Session>,
+    /// Boxed: connections are kept in a B-tree whose nodes hold eleven entries each, so
+    /// large inline fields multiply (idle memory per connection is measured).
+    pub(crate) session: Option<Box<Session>>,
     pub(crate) authorized: bool,
     /// When an unauthorized active connection is closed; set when it becomes active, carried
     /// over by a duplicate swap (so a swap never extends it), cleared by authorization.
@@ -114,7 +116,7 @@ impl Conn {
     /// Marks the handshake complete and starts the established deadlines.
     pub(crate) fn establish(&mut self, session: Session, config: &PeersConfig, now: Instant) {
         self.state = ConnState::Established;
-        self.session = Some(session);
+        self.session = Some(Box::new(session));
         self.last_activity = now;
         self.ping.next_at = Some(now + config.ping_interval);
     }

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use sinew_codec::messages::{Disconnect, DisconnectCode, MessageBody as _};
+use futures::StreamExt as _;
+use sinew_codec::messages::{ControlHello, Disconnect, DisconnectCode, MessageBody as _};
 use sinew_codec::{Frame, FrameDecoder, Opcode};
 use sinew_peers::ConnId;
 use sinew_protocol::Reason;
 use sinew_transport::Stream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::{CLOSE_GRACE, ConnCommand, ConnEvent};
 use crate::queue::PeerQueue;
@@ -21,8 +21,8 @@ use crate::stats::{ConnStats, RateLimiter};
 
 /// Bytes of frames gathered into one write.
 const BATCH_BYTES: usize = 256 * 1024;
-/// A receive buffer larger than this is released when it empties (idle connections stay small).
-const KEEP_BUFFER: usize = 16 * 1024;
+/// Receive buffer of an idle control stream.
+const IDLE_READ: usize = 256;
 
 /// Reads frames until the remote finishes, errs or breaks the protocol.
 pub(super) async fn read_loop(
@@ -35,7 +35,7 @@ pub(super) async fn read_loop(
 ) -> Reason {
     let config = &shared.config;
     let mut decoder = FrameDecoder::new(config.control_frame_cap);
-    let unauthorized_limiter = RateLimiter::new(config.unauthorized_rate);
+    let mut unauthorized_limiter: Option<Box<RateLimiter>> = None;
     let mut buf = BytesMut::new();
     let mut goodbye: Option<Disconnect> = None;
     loop {
@@ -70,15 +70,19 @@ pub(super) async fn read_loop(
                 return Reason::Local(DisconnectCode::SHUTDOWN);
             }
         }
-        if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        if buf.is_empty() {
+            // Idle connections hold no receive buffer; the next read allocates one.
             buf = BytesMut::new();
         }
-        buf.reserve(decoder.read_hint(&buf));
         let read = if buf.is_empty() {
+            // Idle: a small buffer for the pings and small messages that usually come next;
+            // it grows with what arrives.
+            buf.reserve(IDLE_READ);
             Ok(rd.read_buf(&mut buf).await)
         } else {
             // A partial frame must make progress (slow-loris).
-            tokio::time::timeout(config.frame_stall_timeout, rd.read_buf(&mut buf)).await
+            buf.reserve(decoder.read_hint(&buf));
+            Box::pin(tokio::time::timeout(config.frame_stall_timeout, rd.read_buf(&mut buf))).await
         };
         let n = match read {
             Err(_) => return Reason::ProtocolError("a partial frame made no progress".into()),
@@ -93,11 +97,15 @@ pub(super) async fn read_loop(
             Ok(Ok(n)) => n,
         };
         stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        if let Some(limiter) = &limiter {
-            limiter.consume(n).await;
+        if let Some(wait) = limiter.as_ref().and_then(|l| l.throttle(n)) {
+            wait.await;
         }
         if !stats.is_authorized() {
-            unauthorized_limiter.consume(n).await;
+            let limiter = unauthorized_limiter
+                .get_or_insert_with(|| Box::new(RateLimiter::new(config.unauthorized_rate)));
+            if let Some(wait) = limiter.throttle(n) {
+                wait.await;
+            }
         }
     }
 }
@@ -138,10 +146,8 @@ impl Writer<'_> {
         self.wr.write_all(&self.out).await?;
         self.wr.flush().await?;
         self.stats.bytes_out.fetch_add(self.out.len() as u64, Ordering::Relaxed);
-        self.out.clear();
-        if self.out.capacity() > BATCH_BYTES * 2 {
-            self.out = BytesMut::new();
-        }
+        // Idle connections hold no write buffer; the next batch allocates one.
+        self.out = BytesMut::new();
         Ok(())
     }
 
@@ -168,19 +174,17 @@ async fn queue_ready(queue: Option<&Arc<PeerQueue>>) {
 /// connection is the active one, in batches of up to 256 KiB per write.
 pub(super) async fn write_loop(
     wr: WriteHalf<Stream>,
-    commands: &mut mpsc::Receiver<ConnCommand>,
-    first: Vec<Frame>,
-    shared: &Shared,
+    commands: &mut futures::channel::mpsc::Receiver<ConnCommand>,
+    hello: bool,
     stats: &ConnStats,
 ) -> WriterExit {
     let mut w = Writer { wr, out: BytesMut::new(), stats };
     let mut queue: Option<Arc<PeerQueue>> = None;
     let mut batch = Vec::new();
-    for frame in &first {
-        w.encode(frame);
+    if hello {
+        let hello = ControlHello { version: super::CONTROL_VERSION };
+        w.encode(&Frame::message(Opcode::CONTROL_STREAM, hello.encode()));
     }
-    let keepalive = shared.config.keepalive_interval;
-    let mut last_write = Instant::now();
     loop {
         if let Some(q) = &queue {
             q.pop_batch(BATCH_BYTES, &mut batch);
@@ -192,41 +196,30 @@ pub(super) async fn write_loop(
             if w.flush().await.is_err() {
                 return WriterExit::Failed;
             }
-            last_write = Instant::now();
+            batch = Vec::new();
             continue; // more may have been queued meanwhile
         }
-        let keepalive_at = keepalive.map(|k| last_write + k);
         tokio::select! {
             biased;
-            command = commands.recv() => match command {
+            command = commands.next() => match command {
                 Some(ConnCommand::Activate(q)) => queue = Some(q),
                 Some(ConnCommand::Direct(frame)) => w.encode(&frame),
                 Some(ConnCommand::Drain) => {
-                    return match w.goodbye(DisconnectCode::DUPLICATE, String::new()).await {
+                    return match Box::pin(w.goodbye(DisconnectCode::DUPLICATE, String::new())).await {
                         Ok(()) => WriterExit::Drained,
                         Err(_) => WriterExit::Failed,
                     };
                 }
                 Some(ConnCommand::Close(code, message)) => {
-                    let _ = w.goodbye(code, message).await;
+                    let _ = Box::pin(w.goodbye(code, message)).await;
                     return WriterExit::Closed(code);
                 }
                 None => {
-                    let _ = w.goodbye(DisconnectCode::SHUTDOWN, String::new()).await;
+                    let _ = Box::pin(w.goodbye(DisconnectCode::SHUTDOWN, String::new())).await;
                     return WriterExit::Closed(DisconnectCode::SHUTDOWN);
                 }
             },
             () = queue_ready(queue.as_ref()) => {}
-            () = sleep_until(keepalive_at) => {
-                w.encode(&Frame::message(Opcode::KEEPALIVE, bytes::Bytes::new()));
-            }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

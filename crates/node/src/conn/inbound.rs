@@ -38,8 +38,8 @@ async fn read_timed(
         .await
         .map_err(|_| StreamFault::Stalled)?
         .map_err(|_| StreamFault::Io)?;
-    if let Some(limiter) = &ctx.limiter {
-        limiter.consume(n).await;
+    if let Some(wait) = ctx.limiter.as_ref().and_then(|l| l.throttle(n)) {
+        wait.await;
     }
     ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     Ok(n)

@@ -10,7 +10,6 @@ use sinew_peers::{Action, ConnId, DialFailure, Established, Reason as PeersReaso
 use sinew_protocol::{PeerInfo, Reason, RequestFailure, Response};
 use sinew_transport::{Connection, Incoming};
 use sinew_types::PeerId;
-use tokio::sync::mpsc;
 
 use super::Driver;
 use super::core::ConnEntry;
@@ -55,7 +54,7 @@ impl Driver {
                 let transport = self.core.shared.transport.clone();
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = transport.dial(addr).await.map_err(Arc::new);
+                    let result = transport.dial(addr).await.map(Box::new).map_err(Arc::new);
                     let _ = tx.send(ConnEvent::Dialed { conn, result }).await;
                 });
                 self.core.pending.insert(conn, task.abort_handle());
@@ -82,7 +81,7 @@ impl Driver {
                         Bytes::copy_from_slice(&nonce.to_le_bytes()),
                     );
                     // A full command channel drops the ping; the deadline counts it as missed.
-                    if entry.commands.try_send(ConnCommand::Direct(frame)).is_ok() {
+                    if entry.try_command(ConnCommand::Direct(frame)) {
                         self.core.pings.insert(id, (conn, nonce));
                     }
                 }
@@ -121,8 +120,8 @@ impl Driver {
         let slot = PeerSlot { queue, muxer: entry.muxer.clone(), stats: entry.stats.clone() };
         self.core.shared.peers.write().unwrap_or_else(|e| e.into_inner()).insert(peer, slot);
         if let Some(info) = self.core.info.get_mut(&peer) {
-            info.remote_addr = entry.info.remote_addr.clone();
-            info.direction = entry.info.direction;
+            info.remote_addr = entry.remote_addr.clone();
+            info.direction = entry.direction;
         }
     }
 
@@ -130,8 +129,8 @@ impl Driver {
         let Some(entry) = self.core.conns.get(&conn) else { return };
         let info = PeerInfo {
             peer,
-            direction: entry.info.direction,
-            remote_addr: entry.info.remote_addr.clone(),
+            direction: entry.direction,
+            remote_addr: entry.remote_addr.clone(),
             connected_at: self.core.now,
             identity: None,
             authorized: self.core.peers.is_authorized(conn),
@@ -199,7 +198,7 @@ impl Driver {
             ConnEvent::Dialed { conn, result } => {
                 self.core.pending.remove(&conn);
                 match result {
-                    Ok(connection) => self.established(conn, connection),
+                    Ok(connection) => self.established(conn, *connection),
                     Err(error) => {
                         let failure = DialFailure::from(&*error);
                         self.core.dial_errors.insert(conn, DialError::Transport(error));
@@ -210,7 +209,7 @@ impl Driver {
             ConnEvent::Upgraded { conn, remote, result } => {
                 self.core.pending.remove(&conn);
                 match result {
-                    Ok(connection) => self.established(conn, connection),
+                    Ok(connection) => self.established(conn, *connection),
                     Err(error) => {
                         self.core.shared.emit(Event::HandshakeFailed { remote, error });
                         self.core.peers.handshake_failed(conn, now);
@@ -225,7 +224,7 @@ impl Driver {
             },
             ConnEvent::Closed { conn, reason } => {
                 if let Some(entry) = self.core.conns.remove(&conn) {
-                    self.core.close_reasons.insert(entry.info.peer, reason);
+                    self.core.close_reasons.insert(entry.peer, reason);
                 }
                 self.core.pings.retain(|_, (c, _)| *c != conn);
                 self.core.peers.connection_closed(conn, now);
@@ -247,7 +246,7 @@ impl Driver {
             shared.config.peers.default_authorized,
             Some((self.conn_events_tx.clone(), conn)),
         ));
-        let (commands_tx, commands_rx) = mpsc::channel(CONN_COMMAND_CAPACITY);
+        let (commands_tx, commands_rx) = futures::channel::mpsc::channel(CONN_COMMAND_CAPACITY);
         let info = connection.info.clone();
         let muxer = connection.muxer.clone();
         let task = ConnTask {
@@ -264,7 +263,15 @@ impl Driver {
             self.core.remember_addr(info.peer, info.remote_addr.clone());
         }
         let established = Established::from(&info);
-        self.core.conns.insert(conn, ConnEntry { info, commands: commands_tx, stats, muxer });
+        let entry = ConnEntry {
+            peer: info.peer,
+            direction: info.direction,
+            remote_addr: info.remote_addr,
+            commands: commands_tx,
+            stats,
+            muxer,
+        };
+        self.core.conns.insert(conn, entry);
         self.core.peers.handshake_succeeded(conn, established, self.core.now);
     }
 
@@ -274,7 +281,7 @@ impl Driver {
             Ok(conn) => {
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = incoming.upgrade.await.map_err(|e| e.to_string());
+                    let result = incoming.upgrade.await.map(Box::new).map_err(|e| e.to_string());
                     let _ = tx.send(ConnEvent::Upgraded { conn, remote, result }).await;
                 });
                 self.core.pending.insert(conn, task.abort_handle());

@@ -11,9 +11,9 @@ use sinew_peers::{ConnId, PeerManager};
 use sinew_protocol::{
     Command as ProtocolCommand, Host, PeerInfo, ProtocolId, RequestId, SendError, TimerId,
 };
-use sinew_transport::{ConnectionInfo, MuxedConnection};
+use sinew_transport::MuxedConnection;
 use sinew_types::{Addr, PeerId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::conn::{ConnCommand, outbound};
 use crate::error::DialError;
@@ -27,8 +27,10 @@ const BOOK_PEERS: usize = 4096;
 
 /// An established connection the driver knows.
 pub(crate) struct ConnEntry {
-    pub(crate) info: ConnectionInfo,
-    pub(crate) commands: mpsc::Sender<ConnCommand>,
+    pub(crate) peer: PeerId,
+    pub(crate) direction: sinew_types::Direction,
+    pub(crate) remote_addr: Addr,
+    pub(crate) commands: futures::channel::mpsc::Sender<ConnCommand>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) muxer: MuxedConnection,
 }
@@ -37,12 +39,21 @@ impl ConnEntry {
     /// Sends a command; if the channel is full, delivers it from a task (commands that must
     /// not be lost: close, drain, activate).
     pub(crate) fn command(&self, command: ConnCommand) {
-        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
-            let tx = self.commands.clone();
+        let mut tx = self.commands.clone();
+        if let Err(error) = tx.try_send(command)
+            && error.is_full()
+        {
+            let command = error.into_inner();
             tokio::spawn(async move {
+                use futures::SinkExt as _;
                 let _ = tx.send(command).await;
             });
         }
+    }
+
+    /// Sends a command only if there is room now (pings: a dropped one counts as missed).
+    pub(crate) fn try_command(&self, command: ConnCommand) -> bool {
+        self.commands.clone().try_send(command).is_ok()
     }
 }
 

@@ -20,7 +20,7 @@ impl Driver {
     /// A frame from a connection.
     pub(super) fn on_frame(&mut self, conn: ConnId, frame: Frame) {
         let Some(entry) = self.core.conns.get(&conn) else { return };
-        let peer = entry.info.peer;
+        let peer = entry.peer;
         let authorized = entry.stats.is_authorized();
         if frame.opcode == Opcode::DISCONNECT {
             let code = Disconnect::decode(frame.payload)

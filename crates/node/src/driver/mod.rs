@@ -286,7 +286,7 @@ impl Driver {
         if let Some(info) = self.core.info.get_mut(&peer) {
             info.authorized = true;
         }
-        for entry in self.core.conns.values().filter(|c| c.info.peer == peer) {
+        for entry in self.core.conns.values().filter(|c| c.peer == peer) {
             entry.stats.authorized.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
