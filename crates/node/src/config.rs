@@ -34,8 +34,8 @@ pub struct NodeConfig {
     pub frame_stall_timeout: Duration,
     /// Default timeout of `request` (30 s).
     pub request_timeout: Duration,
-    /// A connection whose control stream has sent nothing for this long sends a keepalive
-    /// (20 s; None: never).
+    /// Every this long the node sends a keepalive to each peer (20 s; None: never). Separate
+    /// from the ping interval of `peers`, which measures liveness and RTT.
     pub keepalive_interval: Option<Duration>,
     /// Capacity of each application inbox, in messages (1024).
     pub inbox_capacity: usize,

@@ -124,7 +124,7 @@ impl NodeBuilder {
         };
         let mut driver = Driver::new(shared.clone(), peers, rng, channels);
         driver.add_protocol(Box::new(Ping))?;
-        driver.add_protocol(Box::new(Keepalive))?;
+        driver.add_protocol(Box::new(Keepalive { interval: shared.config.keepalive_interval }))?;
         driver.add_protocol(Box::new(Identify::new(shared.clone())))?;
         for protocol in protocols {
             driver.add_protocol(protocol)?;
