@@ -50,7 +50,9 @@ impl Protocol for Keepalive {
     }
 
     fn opcodes(&self) -> Opcodes {
-        OpcodeRange::new(Opcode::KEEPALIVE, Opcode::KEEPALIVE_RESPONSE).map(Opcodes::from).unwrap_or_default()
+        OpcodeRange::new(Opcode::KEEPALIVE, Opcode::KEEPALIVE_RESPONSE)
+            .map(Opcodes::from)
+            .unwrap_or_default()
     }
 
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
@@ -105,8 +107,16 @@ mod tests {
         let sent = host.take_sent();
         assert_eq!(sent.len(), 2, "at 20 s and 40 s");
         assert!(sent.iter().all(|(p, f)| *p == peer && f.opcode == Opcode::KEEPALIVE));
-        let msg = Message { peer, opcode: Opcode::KEEPALIVE, kind: FrameKind::Message, payload: Bytes::new() };
-        assert_eq!(keepalive.on_message(&mut host.ctx(&Keepalive { interval: None }), msg), Handled::Yes);
+        let msg = Message {
+            peer,
+            opcode: Opcode::KEEPALIVE,
+            kind: FrameKind::Message,
+            payload: Bytes::new(),
+        };
+        assert_eq!(
+            keepalive.on_message(&mut host.ctx(&Keepalive { interval: None }), msg),
+            Handled::Yes
+        );
         assert_eq!(host.take_sent()[0].1.opcode, Opcode::KEEPALIVE_RESPONSE);
     }
 }
