@@ -9,6 +9,9 @@ use futures::io::{AsyncRead as _, AsyncWrite as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+/// Most bytes one read offers yamux (see `poll_read`).
+const READ_SLICE: usize = 64 * 1024;
+
 type EndWait = Option<Pin<Box<WaitForCancellationFutureOwned>>>;
 
 /// One yamux stream as a tokio `AsyncRead + AsyncWrite` ([`sinew_transport::StreamIo`]).
@@ -73,7 +76,10 @@ impl AsyncRead for YamuxStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let slice = buf.initialize_unfilled();
+        // yamux reads into initialized memory, so the part of `buf` offered is zeroed first.
+        // Offer at most READ_SLICE: a caller reading into a large uninitialized buffer (a
+        // growing message buffer) would otherwise have all of it zeroed on every read.
+        let slice = buf.initialize_unfilled_to(buf.remaining().min(READ_SLICE));
         let n = match Pin::new(&mut this.inner).poll_read(cx, slice) {
             Poll::Ready(result) => result?,
             Poll::Pending => {

@@ -18,6 +18,8 @@ pub const READ_CHUNK: usize = 256 * 1024;
 const MIN_READ_SPACE: usize = 16 * 1024;
 /// A whole framed message at its largest.
 const MAX_FRAME: usize = LENGTH_PREFIX + MAX_MESSAGE;
+/// Pending plaintext at most this long is sealed on its own before a large write.
+const SMALL_PENDING: usize = 4 * 1024;
 
 /// The error inside the `io::Error`s a [`NoiseStream`] returns when the data, not the socket,
 /// is at fault. Any of them means the connection must be closed.
@@ -62,10 +64,12 @@ impl From<NoiseError> for io::Error {
 /// - **Reads** fetch up to [`READ_CHUNK`] bytes from the socket and decrypt each complete message
 ///   directly into the caller's buffer when it has room for the whole message, otherwise into an
 ///   internal buffer that later reads drain.
-/// - **Memory.** Buffers are released when empty at idle points: after a flush has written
-///   everything, and when a read finds nothing buffered and the socket has nothing either. An
-///   idle stream holds only the cipher state. A partial message that has arrived stays buffered
-///   until the rest comes.
+/// - **Memory.** Buffers are released when empty at idle points: the write buffers by a flush
+///   that finds nothing written since the previous flush (a bulk writer flushing after every
+///   chunk keeps them, instead of re-allocating and re-zeroing them each time), the read buffers
+///   when a read finds nothing buffered and the socket has nothing either. An idle stream holds
+///   only the cipher state. A partial message that has arrived stays buffered until the rest
+///   comes.
 /// - **Errors**: see [`NoiseError`]. After a read error, every later read fails the same way.
 pub struct NoiseStream<S> {
     io: S,
@@ -77,6 +81,11 @@ pub struct NoiseStream<S> {
     out: Vec<u8>,
     out_start: usize,
     out_end: usize,
+    /// Whether anything was written since the last flush. A flush after writes keeps the write
+    /// buffers (a bulk sender flushes after every yamux frame: re-allocating and re-zeroing
+    /// them each time cost 5 % of the CPU); the first flush with nothing new releases them, so
+    /// an idle connection holds none.
+    wrote_since_flush: bool,
     /// Received bytes not yet decrypted (complete messages first, then at most one partial).
     input: BytesMut,
     /// Decrypted bytes not yet read: `plain[plain_start..plain_end]`; initialized up to
@@ -107,6 +116,7 @@ impl<S> NoiseStream<S> {
             out: Vec::new(),
             out_start: 0,
             out_end: 0,
+            wrote_since_flush: false,
             input: BytesMut::new(),
             plain: Vec::new(),
             plain_start: 0,
@@ -142,6 +152,17 @@ impl<S> NoiseStream<S> {
     /// are encrypted straight from `buf` when nothing is pending, the rest is gathered in
     /// `pending` until a message is full.
     fn accept(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wrote_since_flush = true;
+        if !self.pending.is_empty()
+            && self.pending.len() <= SMALL_PENDING
+            && buf.len() >= MAX_PLAINTEXT
+        {
+            // A few pending bytes (yamux writes each frame's 12-byte header on its own) before a
+            // large write: seal them as a message of their own, so the large write is encrypted
+            // straight from the caller's buffer instead of being copied into `pending` first
+            // (and the receiver does not copy it through its plaintext buffer either).
+            self.seal_pending()?;
+        }
         if self.out.capacity() == 0 && self.pending.len() + buf.len() >= MAX_PLAINTEXT {
             // Size the output for this write (up to a batch) at once rather than growing it
             // message by message, which would copy it on every reallocation.
@@ -323,7 +344,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NoiseStream<S> {
         if this.out.capacity() != 0 || this.pending.capacity() != 0 {
             this.seal_pending()?;
             ready!(this.poll_write_out(cx))?;
-            this.release_write_buffers();
+            if !std::mem::take(&mut this.wrote_since_flush) {
+                this.release_write_buffers();
+            }
         }
         Pin::new(&mut this.io).poll_flush(cx)
     }
