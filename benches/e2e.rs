@@ -293,7 +293,7 @@ fn main() {
 
 async fn measure() -> serde_json::Value {
     let bytes: u64 = if quick() { 256 << 20 } else { 1 << 30 };
-    let rounds = if quick() { 1 } else { 3 };
+    let rounds = if quick() { 1 } else { 5 };
 
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), serde_json::json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) }));

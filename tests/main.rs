@@ -7,6 +7,7 @@ mod large;
 mod limits;
 mod many;
 mod messaging;
+mod node_api;
 mod races;
 mod raw;
 mod robustness;

@@ -1,0 +1,139 @@
+//! The rest of the node API: IPv6 and DNS addresses, raw streams, persistent peers, protocol
+//! registration, and the event stream's bound.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sinew::{
+    Ctx, DisconnectCode, Event, Handled, Keypair, Message, Node, Opcode, Opcodes, Protocol,
+};
+use sinew_tests::{WAIT, addr, connected, node, node_with};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[tokio::test]
+async fn dials_ipv6_and_dns_names() {
+    let v6 =
+        Node::builder(Keypair::generate()).listen("tcp://[::1]:0".parse().unwrap()).start().await;
+    let Ok(v6) = v6 else {
+        assert!(!sinew_tests::in_ci(), "IPv6 loopback is required under CI");
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    let client = node().await;
+    assert_eq!(client.dial(addr(&v6)).await.unwrap(), v6.peer_id());
+    // A DNS name, resolved at dial time.
+    let a = node().await;
+    let port = a.listen_addrs()[0].port();
+    let by_name: sinew::Addr = format!("tcp://{}@localhost:{port}", a.peer_id()).parse().unwrap();
+    assert_eq!(client.dial(by_name).await.unwrap(), a.peer_id());
+}
+
+#[tokio::test]
+async fn raw_streams_reach_their_handler() {
+    let op = Opcode::app(2000).unwrap();
+    let (a, b) = (node().await, node().await);
+    let mut handler = a.stream_handler(op).await.unwrap();
+    assert!(a.stream_handler(op).await.is_err(), "one handler per opcode");
+    tokio::spawn(async move {
+        while let Some(incoming) = handler.next().await {
+            let mut stream = incoming.stream;
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data).await.unwrap();
+            data.reverse();
+            stream.write_all(&data).await.unwrap();
+            stream.finish().await.unwrap();
+        }
+    });
+    let peer = b.dial(addr(&a)).await.unwrap();
+    let mut stream = b.open_stream(peer, op).await.unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    stream.write_all(&data).await.unwrap();
+    stream.finish().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut back)).await.unwrap().unwrap();
+    back.reverse();
+    assert!(back == data);
+    // No handler for another opcode: the stream is reset, and the node says so.
+    let mut events = a.events();
+    let mut orphan = b.open_stream(peer, Opcode::app(2001).unwrap()).await.unwrap();
+    let _ = orphan.write_all(b"anyone?").await;
+    let dropped = events
+        .wait_for(WAIT, |e| {
+            matches!(e, Event::MessageDropped { reason: sinew::DropReason::NoStreamHandler, .. })
+                .then_some(())
+        })
+        .await;
+    assert!(dropped.is_some());
+}
+
+#[tokio::test]
+async fn persistent_peers_reconnect_and_removed_ones_do_not() {
+    let a = node().await;
+    let mut a_events = a.events();
+    let b = node_with(|c| {
+        c.peers.backoff.initial = Duration::from_millis(50);
+        c.peers.backoff.max = Duration::from_millis(200);
+    })
+    .await;
+    let mut events = b.events();
+    b.add_peer(addr(&a)).await.unwrap();
+    connected(&mut events, a.peer_id()).await;
+    // The dialler finishes its handshake first: wait until A knows B too.
+    connected(&mut a_events, b.peer_id()).await;
+    // A closes the connection: B redials by itself.
+    a.disconnect(b.peer_id(), DisconnectCode::SHUTDOWN).await;
+    sinew_tests::disconnected(&mut events, a.peer_id()).await;
+    connected(&mut events, a.peer_id()).await;
+    // Removed: B closes and stays away.
+    b.remove_peer(a.peer_id()).await;
+    assert_eq!(sinew_tests::disconnected(&mut events, a.peer_id()).await, sinew::Reason::Removed);
+    let again = events
+        .wait_for(Duration::from_millis(600), |e| {
+            matches!(e, Event::PeerConnected { .. }).then_some(())
+        })
+        .await;
+    assert!(again.is_none(), "a removed peer is not redialled");
+}
+
+/// Emits `n` events per message it gets; counts starts and stops.
+struct Chatty {
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Protocol for Chatty {
+    fn opcodes(&self) -> Opcodes {
+        Opcode::app(3000).unwrap().into()
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _msg: Message) -> Handled {
+        for i in 0..50u32 {
+            ctx.emit(i);
+        }
+        Handled::Yes
+    }
+    fn on_stop(&mut self, _ctx: &mut Ctx<'_>) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn slow_event_subscribers_are_told_what_they_missed_and_unregister_stops_protocols() {
+    let a = node_with(|c| c.event_capacity = 8).await;
+    let b = node().await;
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = a.register(Chatty { stopped: stopped.clone() }).await.unwrap();
+    let mut events = a.events(); // subscribed, and never read while the burst comes
+    let peer = b.dial(addr(&a)).await.unwrap();
+    b.send_acked(peer, Opcode::app(3000).unwrap(), Bytes::new()).await.unwrap();
+    let missed = events.wait_for(WAIT, |e| match e {
+        Event::Lagged { missed } => Some(*missed),
+        _ => None,
+    });
+    assert!(missed.await.unwrap() > 0, "the subscriber learns how many events it missed");
+    assert!(a.unregister(handle).await);
+    assert!(stopped.load(std::sync::atomic::Ordering::SeqCst), "on_stop ran");
+    assert_eq!(
+        b.request(peer, Opcode::app(3000).unwrap(), Bytes::new()).await,
+        Err(sinew::RequestError::Remote(sinew::Status::UNKNOWN_OPCODE)),
+        "its opcodes are free again"
+    );
+}
