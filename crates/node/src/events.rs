@@ -16,6 +16,11 @@ pub enum Event {
         /// The bound address (with the real port).
         addr: Addr,
     },
+    /// The addresses this node advertises changed (a listener, or a port mapping).
+    AddressesChanged {
+        /// The advertised addresses now.
+        addrs: Vec<Addr>,
+    },
     /// A peer connected (its first connection was established).
     PeerConnected {
         /// Who.

@@ -195,6 +195,12 @@ impl Node {
         self.shared.listen_addrs()
     }
 
+    /// The addresses this node tells others to dial (sent in identify): external addresses
+    /// found by port mapping first, then listen addresses that name a specific IP.
+    pub fn advertised_addrs(&self) -> Vec<Addr> {
+        self.shared.advertised_addrs()
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.shared.config
@@ -212,6 +218,9 @@ impl Node {
         let bound = listener.local_addr();
         self.shared.add_listen_addr(bound.clone());
         self.shared.emit(Event::Listening { addr: bound.clone() });
+        // Queued for the driver (it may not run yet); a full channel only delays identify
+        // updates until the next change.
+        let _ = self.shared.commands.try_send(Command::AddressesChanged);
         let incoming = self.shared.incoming.clone();
         let task = tokio::spawn(async move {
             loop {

@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// Accept loops, aborted at shutdown.
     pub(crate) listeners: Mutex<Vec<tokio::task::AbortHandle>>,
     listen_addrs: RwLock<Vec<Addr>>,
+    /// Addresses others reach us at that are not listen addresses (port mappings).
+    external_addrs: RwLock<Vec<Addr>>,
     /// Opcode ranges the node's protocols handle (for identify).
     pub(crate) local_opcodes: RwLock<Vec<OpcodeRange>>,
     /// RNG for handle-side randomness (broadcast_randomly).
@@ -82,6 +84,7 @@ impl Shared {
             incoming,
             listeners: Mutex::new(Vec::new()),
             listen_addrs: RwLock::new(Vec::new()),
+            external_addrs: RwLock::new(Vec::new()),
             local_opcodes: RwLock::new(Vec::new()),
             rng: Mutex::new(rng),
             boot_nonce,
@@ -143,6 +146,27 @@ impl Shared {
 
     pub(crate) fn add_listen_addr(&self, addr: Addr) {
         self.listen_addrs.write().unwrap_or_else(|e| e.into_inner()).push(addr);
+    }
+
+    /// Replaces the external addresses; returns whether they changed.
+    pub(crate) fn set_external_addrs(&self, addrs: Vec<Addr>) -> bool {
+        let mut current = self.external_addrs.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *current != addrs;
+        *current = addrs;
+        changed
+    }
+
+    /// What the node tells others to dial: external (mapped) addresses first, then listen
+    /// addresses that name a specific IP (a wildcard such as 0.0.0.0 reaches nobody).
+    pub(crate) fn advertised_addrs(&self) -> Vec<Addr> {
+        let mut addrs = self.external_addrs.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for addr in self.listen_addrs() {
+            let wildcard = addr.socket_addr().is_some_and(|s| s.ip().is_unspecified());
+            if !wildcard && !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

@@ -9,8 +9,8 @@
 //!
 //! Order of calls for one protocol: `on_start` once; then any interleaving of
 //! `on_peer_connected` (before any message from that peer), `on_peer_identified`,
-//! `on_message`, `on_response`, `on_timer` and `on_peer_disconnected` (after the peer's last
-//! message); `on_stop` once at the end. Callbacks of one node never run concurrently.
+//! `on_message`, `on_response`, `on_timer`, `on_addresses_changed` and `on_peer_disconnected`
+//! (after the peer's last message); `on_stop` once at the end. Callbacks of one node never run concurrently.
 //!
 //! A protocol that needs long work spawns its own task and talks to the node through the
 //! node's handle; callbacks must return quickly.
@@ -102,6 +102,12 @@ pub trait Protocol: Send + 'static {
     /// The outcome of a request this protocol made with [`Ctx::request`].
     fn on_response(&mut self, ctx: &mut Ctx<'_>, response: Response) {
         let _ = (ctx, response);
+    }
+
+    /// The addresses this node advertises changed (a listener was added, or port mapping found
+    /// an external address). Identify re-announces; registrations should follow.
+    fn on_addresses_changed(&mut self, ctx: &mut Ctx<'_>, addrs: &[sinew_types::Addr]) {
+        let _ = (ctx, addrs);
     }
 
     /// A timer set with [`Ctx::set_timer`] fired.

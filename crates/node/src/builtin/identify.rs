@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sinew_codec::Opcode;
 use sinew_codec::messages::{DisconnectCode, Identify as IdentifyMessage, MessageBody as _};
 use sinew_protocol::{Ctx, Handled, Message, Opcodes, PeerInfo, Protocol};
+use sinew_types::Addr;
 
 use crate::shared::Shared;
 
@@ -26,7 +27,7 @@ impl Identify {
             agent: shared.config.agent.clone(),
             boot_nonce: shared.boot_nonce,
             listen_addrs: shared
-                .listen_addrs()
+                .advertised_addrs()
                 .into_iter()
                 .take(sinew_types::MAX_RECORD_ADDRS)
                 .collect(),
@@ -51,6 +52,15 @@ impl Protocol for Identify {
         let body = self.message_for(peer).encode();
         if ctx.try_send(&peer.peer, Opcode::IDENTIFY, body).is_err() {
             tracing::debug!(peer = %peer.peer, "could not queue identify");
+        }
+    }
+
+    fn on_addresses_changed(&mut self, ctx: &mut Ctx<'_>, _addrs: &[Addr]) {
+        // Everyone connected learns the new addresses (each with the address we see it at).
+        for peer in ctx.peers().to_vec() {
+            if let Some(info) = ctx.peer(&peer).cloned() {
+                self.on_peer_connected(ctx, &info);
+            }
         }
     }
 

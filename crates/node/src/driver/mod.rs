@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) use self::core::Core;
 use crate::conn::ConnEvent;
 use crate::error::{DialError, RegisterError};
+use crate::events::Event;
 use crate::shared::Shared;
 use crate::state::NetworkState;
 
@@ -62,6 +63,8 @@ pub(crate) enum Command {
     State {
         reply: oneshot::Sender<NetworkState>,
     },
+    /// The advertised addresses changed: tell the protocols and the application.
+    AddressesChanged,
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -264,6 +267,11 @@ impl Driver {
                 let _ = reply.send(self.network_state());
             }
             Command::Shutdown { reply } => self.begin_shutdown(Some(reply)),
+            Command::AddressesChanged => {
+                let addrs = self.core.shared.advertised_addrs();
+                self.call_all(|p, ctx| p.on_addresses_changed(ctx, &addrs));
+                self.core.shared.emit(Event::AddressesChanged { addrs });
+            }
         }
     }
 
