@@ -136,7 +136,7 @@ impl Driver {
             authorized: self.core.peers.is_authorized(conn),
         };
         entry.stats.authorized.store(info.authorized, Ordering::Relaxed);
-        self.core.info.insert(peer, info.clone());
+        self.core.info.insert(peer, Box::new(info.clone()));
         if let Err(i) = self.core.connected.binary_search(&peer) {
             self.core.connected.insert(i, peer);
         }
@@ -271,7 +271,7 @@ impl Driver {
             stats,
             muxer,
         };
-        self.core.conns.insert(conn, entry);
+        self.core.conns.insert(conn, Box::new(entry));
         self.core.peers.handshake_succeeded(conn, established, self.core.now);
     }
 

@@ -56,7 +56,7 @@ impl PeerManager {
         let mut conn = Conn::pending(Direction::Inbound, now);
         conn.remote_socket = Some(remote);
         conn.counted_ip = Some(ip);
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Box::new(conn));
         Ok(id)
     }
 

@@ -38,7 +38,8 @@ pub struct PeerManager {
     next_conn: u64,
     next_ping_nonce: u64,
     /// Every connection the node has not reported ended, in exactly one [`ConnState`].
-    conns: BTreeMap<ConnId, Conn>,
+    /// Boxed entries: B-tree nodes hold eleven of them, so small entries keep idle memory low.
+    conns: BTreeMap<ConnId, Box<Conn>>,
     /// Connected peers: a `PeerConnected` was emitted and no `PeerDisconnected` since.
     links: BTreeMap<PeerId, Link>,
     persistent: BTreeMap<PersistentKey, Persistent>,
@@ -289,7 +290,7 @@ impl PeerManager {
         let id = self.alloc_conn();
         let mut conn = Conn::pending(Direction::Outbound, now);
         conn.dial_addr = Some(addr.clone());
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Box::new(conn));
         self.emit(Action::Dial { conn: id, addr });
         Ok(id)
     }
