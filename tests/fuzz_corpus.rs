@@ -114,6 +114,39 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         bytes.extend_from_slice(&[0x42; 32]);
         out.push(("noise_responder", format!("preamble-msg1-suite{}", suite.id()), bytes));
     }
+    // NAT-PMP responses (RFC 6886, big-endian): external address, TCP map, a failure.
+    let mut pmp = vec![0u8, 128, 0, 0];
+    pmp.extend_from_slice(&7u32.to_be_bytes());
+    pmp.extend_from_slice(&[100, 128, 0, 1]);
+    out.push(("natpmp_response", "external-address".into(), pmp));
+    let mut pmp = vec![0u8, 130, 0, 0];
+    pmp.extend_from_slice(&7u32.to_be_bytes());
+    pmp.extend_from_slice(&4001u16.to_be_bytes());
+    pmp.extend_from_slice(&4001u16.to_be_bytes());
+    pmp.extend_from_slice(&3600u32.to_be_bytes());
+    out.push(("natpmp_response", "map-tcp".into(), pmp));
+    let mut pmp = vec![0u8, 129, 0, 2];
+    pmp.extend_from_slice(&7u32.to_be_bytes());
+    out.push(("natpmp_response", "not-authorized".into(), pmp));
+    // PCP responses (RFC 6887): ANNOUNCE, and MAP with its 36-byte opcode data.
+    let header = |opcode: u8, result: u8, lifetime: u32| {
+        let mut h = vec![2u8, 0x80 | opcode, 0, result];
+        h.extend_from_slice(&lifetime.to_be_bytes());
+        h.extend_from_slice(&42u32.to_be_bytes()); // epoch
+        h.extend_from_slice(&[0u8; 12]);
+        h
+    };
+    out.push(("pcp_response", "announce".into(), header(0, 0, 0)));
+    let mut map = header(1, 0, 3600);
+    map.extend_from_slice(&[0x5a; 12]); // nonce
+    map.extend_from_slice(&[6, 0, 0, 0]); // TCP, reserved
+    map.extend_from_slice(&4001u16.to_be_bytes());
+    map.extend_from_slice(&4001u16.to_be_bytes());
+    map.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 100, 128, 0, 1]);
+    out.push(("pcp_response", "map-tcp".into(), map));
+    out.push(("pcp_response", "no-resources".into(), header(1, 8, 0)));
+    out.push(("nat_lifecycle", "ascending".into(), (0..=255u8).collect()));
+    out.push(("nat_lifecycle", "repeated".into(), [2u8, 7, 1, 8, 2, 8].repeat(40)));
     // Peer manager operation sequences.
     out.push(("peers_operations", "ascending".into(), (0..=255u8).collect()));
     out.push(("peers_operations", "repeated".into(), [3u8, 1, 4, 1, 5, 9, 2, 6].repeat(32)));

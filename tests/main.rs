@@ -7,6 +7,7 @@ mod large;
 mod limits;
 mod many;
 mod messaging;
+mod nat;
 mod node_api;
 mod races;
 mod raw;

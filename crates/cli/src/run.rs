@@ -29,6 +29,13 @@ pub(crate) struct NodeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     json_logs: bool,
+    /// Map the TCP listen ports on the local gateway (UPnP IGD, NAT-PMP or PCP) and advertise
+    /// the external addresses.
+    #[arg(long)]
+    nat: bool,
+    /// Lease of each port mapping, in seconds (renewed at half of it).
+    #[arg(long, default_value_t = 3600)]
+    nat_lease: u64,
 }
 
 pub(crate) fn init_logging(json: bool) {
@@ -71,6 +78,12 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     config.peers.idle_timeout =
         (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.request_timeout = Duration::from_secs(600);
+    if args.nat {
+        config.nat = Some(sinew::layers::nat::PortMapperConfig {
+            lease: Duration::from_secs(args.nat_lease),
+            ..Default::default()
+        });
+    }
     let mut builder = Node::builder(key).with_config(config);
     for addr in &args.listen {
         builder = builder.listen(addr.clone());
@@ -132,6 +145,11 @@ fn log_event(event: &Event) {
         Event::InboundRefused { remote, reason } => {
             tracing::warn!(%remote, reason, "inbound refused")
         }
+        Event::AddressesChanged { addrs } => {
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            tracing::info!(addrs = %addrs.join(","), "addresses changed");
+        }
+        Event::Nat(event) => tracing::info!(event = ?event, "port mapping"),
         other => tracing::debug!(event = ?other, "event"),
     }
 }

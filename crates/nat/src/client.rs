@@ -244,8 +244,7 @@ impl PcpClient {
             external_port,
             external_address: pcp::ANY_IPV4,
         };
-        let request =
-            pcp::Request::Map { lifetime, client: IpAddr::V4(self.local_address()), map };
+        let request = pcp::Request::Map { lifetime, client: IpAddr::V4(self.local_address()), map };
         let response = self.request(&request, timeout).await?;
         response.result.map_err(Error::Pcp)?;
         let map = response.map.ok_or(Error::UnexpectedResponse)?;

@@ -28,9 +28,13 @@ pub enum Error {
     /// The UPnP gateway failed or refused.
     #[error(transparent)]
     Upnp(#[from] UpnpError),
-    /// No gateway address: none configured and no IPv4 default route.
-    #[error("no IPv4 default gateway (none configured, none in /proc/net/route)")]
-    NoDefaultRoute,
+    /// No gateway to ask: for NAT-PMP and PCP none configured and no IPv4 default route in
+    /// `/proc/net/route`; for UPnP none found.
+    #[error("no gateway (none configured, no IPv4 default route, or none found)")]
+    NoGateway,
+    /// The task performing the request panicked (a bug); reported instead of crashing.
+    #[error("the request's task failed")]
+    TaskFailed,
     /// The gateway answered, but not as the protocol requires (e.g. a successful NAT-PMP map
     /// response for another port, or a PCP MAP response without an external address).
     #[error("the gateway's answer does not fit the request")]
@@ -66,7 +70,7 @@ impl Error {
     /// opposed to answering with an error.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            Self::Timeout(_) | Self::Refused | Self::NoDefaultRoute => true,
+            Self::Timeout(_) | Self::Refused | Self::NoGateway => true,
             Self::Io(error) => matches!(
                 error.kind(),
                 io::ErrorKind::HostUnreachable
@@ -74,8 +78,30 @@ impl Error {
                     | io::ErrorKind::ConnectionRefused
                     | io::ErrorKind::AddrNotAvailable
             ),
-            Self::Upnp(UpnpError::Search(_)) => true,
+            Self::Upnp(error) => error.is_unreachable(),
             _ => false,
         }
+    }
+}
+
+impl UpnpError {
+    /// Whether the gateway did not answer: no SSDP answer, or its HTTP server unreachable
+    /// (connection refused, reset, timed out), as opposed to a UPnP error answer.
+    pub fn is_unreachable(&self) -> bool {
+        use igd_next::{AddAnyPortError, AddPortError, GetExternalIpError, RemovePortError};
+        let request = match self {
+            Self::Search(_) => return true,
+            Self::ExternalIp(GetExternalIpError::RequestError(request))
+            | Self::AddPort(AddPortError::RequestError(request))
+            | Self::AddAnyPort(AddAnyPortError::RequestError(request))
+            | Self::RemovePort(RemovePortError::RequestError(request)) => request,
+            _ => return false,
+        };
+        matches!(
+            request,
+            igd_next::RequestError::IoError(_)
+                | igd_next::RequestError::HyperError(_)
+                | igd_next::RequestError::HyperClientError(_)
+        )
     }
 }

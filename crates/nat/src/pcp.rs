@@ -15,7 +15,7 @@
 //! | 1 | 1 | R = 0 (bit 7), opcode (bits 0-6): 0 ANNOUNCE, 1 MAP |
 //! | 2 | 2 | reserved, 0 |
 //! | 4 | 4 | requested lifetime in seconds (0 deletes; 0 for ANNOUNCE) |
-//! | 8 | 16 | the client's own IP address (as seen by itself; a mismatch with the packet's source gives ADDRESS_MISMATCH) |
+//! | 8 | 16 | the client's own IP address (unlike the packet's source: ADDRESS_MISMATCH) |
 //!
 //! # Response header, 24 bytes
 //!
@@ -348,7 +348,7 @@ fn check_header(data: &[u8], response: bool) -> Result<Opcode, DecodeError> {
     if data.len() < HEADER_LEN {
         return Err(DecodeError::Truncated { len: data.len(), need: HEADER_LEN });
     }
-    if data.len() > MAX_LEN || data.len() % 4 != 0 {
+    if data.len() > MAX_LEN || !data.len().is_multiple_of(4) {
         return Err(DecodeError::Length(data.len()));
     }
     if (data[1] & RESPONSE_BIT != 0) != response {

@@ -5,10 +5,14 @@ use std::net::Ipv4Addr;
 const RTF_UP: u32 = 0x1;
 const RTF_GATEWAY: u32 = 0x2;
 
-/// The gateway of the IPv4 default route with the lowest metric, read from
-/// `/proc/net/route` (Linux). `None` when there is none or the file cannot be read.
+/// The gateway of the IPv4 default route with the lowest metric, read from the calling
+/// thread's `/proc/thread-self/net/route` (Linux; `/proc/net/route` is the main thread's, which
+/// differs when a thread entered another network namespace). `None` when there is none or the
+/// file cannot be read.
 pub fn default_gateway() -> Option<Ipv4Addr> {
-    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    let table = std::fs::read_to_string("/proc/thread-self/net/route")
+        .or_else(|_| std::fs::read_to_string("/proc/net/route"))
+        .ok()?;
     parse_default_gateway(&table)
 }
 
@@ -40,7 +44,10 @@ mod tests {
         format!("{:08X}", u32::from_ne_bytes(address))
     }
 
-    fn table(rows: &[(&str, [u8; 4], [u8; 4], u32, u32, [u8; 4])]) -> String {
+    /// Interface, destination, gateway, flags, metric, mask.
+    type Row<'a> = (&'a str, [u8; 4], [u8; 4], u32, u32, [u8; 4]);
+
+    fn table(rows: &[Row<'_>]) -> String {
         let mut out = String::from(
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
         );

@@ -166,12 +166,15 @@ pub enum NatEvent {
         external_port: u16,
     },
     /// The gateway lost its state (its NAT-PMP/PCP epoch went back, or advanced much less
-    /// than the time that passed): every mapping is made again.
+    /// than the time that passed; RFC 6887 §8.5): every mapping is made again. Noticed at the
+    /// next renewal or check of the gateway, so within a minute. UPnP has no epoch: there a
+    /// lost mapping comes back at its next renewal, which re-adds it.
     GatewayRestarted {
         /// The method that noticed.
         method: MappingMethod,
     },
-    /// Reading the external address failed (the mapper tries again at the next interval).
+    /// A check of the gateway (external address or PCP ANNOUNCE) failed; the mapper checks
+    /// again at the next interval.
     QueryFailed {
         /// The method in use.
         method: MappingMethod,
@@ -208,7 +211,6 @@ pub enum Phase {
 }
 
 /// A cheap snapshot of the mapper ([`PortMapper::state`](crate::PortMapper::state)).
-#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatState {
     /// Where the mapper is.
@@ -230,7 +232,6 @@ pub struct NatState {
 }
 
 /// One requested port in a [`NatState`].
-#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingState {
     /// TCP or UDP.
@@ -242,7 +243,6 @@ pub struct MappingState {
 }
 
 /// A mapping the gateway holds.
-#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActiveMapping {
     /// The external port.

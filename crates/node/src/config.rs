@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub command_capacity: usize,
     /// Capacity of the channel from connection tasks to the driver, in frames (4096).
     pub inbound_frame_capacity: usize,
+    /// Port mapping (UPnP IGD, NAT-PMP, PCP) for the TCP listen ports: found external
+    /// addresses are advertised in identify. None (the default): no port mapping.
+    pub nat: Option<sinew_nat::PortMapperConfig>,
     /// Whether this node serves `sinew perf` throughput tests.
     pub perf_server: bool,
     /// Agent string sent in identify.
@@ -74,6 +77,7 @@ impl Default for NodeConfig {
             event_capacity: 1024,
             command_capacity: 1024,
             inbound_frame_capacity: 4096,
+            nat: None,
             perf_server: false,
             agent: concat!("sinew/", env!("CARGO_PKG_VERSION")).to_owned(),
             role: "node".to_owned(),

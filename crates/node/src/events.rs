@@ -89,6 +89,9 @@ pub enum Event {
     },
     /// An event from a protocol.
     Protocol(ProtocolEvent),
+    /// Port mapping: a gateway found or not, a mapping made, renewed or lost, the external
+    /// address, a double NAT, a gateway restart.
+    Nat(std::sync::Arc<sinew_nat::NatEvent>),
     /// This subscriber was too slow and missed `missed` events.
     Lagged {
         /// How many.

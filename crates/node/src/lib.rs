@@ -43,6 +43,7 @@ mod conn;
 mod driver;
 mod error;
 mod events;
+mod nat;
 mod node;
 mod queue;
 mod shared;
@@ -73,6 +74,7 @@ pub use stream::{AppStream, IncomingStream, StreamInbox};
 /// The crates sinew is built from, for what the top level does not re-export.
 pub mod layers {
     pub use sinew_codec as codec;
+    pub use sinew_nat as nat;
     pub use sinew_peers as peers;
     pub use sinew_protocol as protocol;
     pub use sinew_secure as secure;

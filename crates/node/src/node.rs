@@ -133,6 +133,9 @@ impl NodeBuilder {
         for addr in listen {
             node.listen(addr).await?;
         }
+        if let Some(nat) = shared.config.nat.clone() {
+            crate::nat::start(&shared, nat);
+        }
         tokio::spawn(driver.run());
         Ok(node)
     }
@@ -145,6 +148,10 @@ impl Drop for Alive {
     fn drop(&mut self) {
         let (tx, _) = oneshot::channel();
         let _ = self.0.commands.try_send(Command::Shutdown { reply: tx });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = self.0.clone();
+            runtime.spawn(async move { crate::nat::stop(&shared).await });
+        }
     }
 }
 
@@ -240,6 +247,12 @@ impl Node {
             }
         });
         self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task.abort_handle());
+        if let Some(port) = crate::nat::mappable(&bound) {
+            let mapper = self.shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(mapper) = mapper {
+                let _ = mapper.add(sinew_nat::MapProtocol::Tcp, port).await;
+            }
+        }
         Ok(bound)
     }
 
@@ -545,6 +558,8 @@ impl Node {
     /// closed. Returns when connections have closed (or after a few seconds).
     pub async fn shutdown(&self) {
         let _ = self.command(|reply| Command::Shutdown { reply }).await;
+        // Port mappings are deleted at the gateway (bounded in time).
+        crate::nat::stop(&self.shared).await;
     }
 }
 

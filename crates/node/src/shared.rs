@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     external_addrs: RwLock<Vec<Addr>>,
     /// Opcode ranges the node's protocols handle (for identify).
     pub(crate) local_opcodes: RwLock<Vec<OpcodeRange>>,
+    /// The port mapper, when enabled.
+    pub(crate) nat: Mutex<Option<Arc<sinew_nat::PortMapper>>>,
     /// RNG for handle-side randomness (broadcast_randomly).
     pub(crate) rng: Mutex<rand_chacha::ChaCha8Rng>,
     /// Random per process start, sent in the handshake and identify.
@@ -87,6 +89,7 @@ impl Shared {
             external_addrs: RwLock::new(Vec::new()),
             local_opcodes: RwLock::new(Vec::new()),
             rng: Mutex::new(rng),
+            nat: Mutex::new(None),
             boot_nonce,
             epoch: Instant::now(),
             peers: RwLock::new(BTreeMap::new()),
@@ -154,6 +157,11 @@ impl Shared {
         let changed = *current != addrs;
         *current = addrs;
         changed
+    }
+
+    /// The port mapper's state, if port mapping is on.
+    pub(crate) fn nat_state(&self) -> Option<sinew_nat::NatState> {
+        self.nat.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.state())
     }
 
     /// What the node tells others to dial: external (mapped) addresses first, then listen

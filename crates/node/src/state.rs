@@ -21,6 +21,8 @@ pub struct NetworkState {
     pub outbound: usize,
     /// Handshakes in progress.
     pub pending_handshakes: usize,
+    /// Port mapping state, when it is on.
+    pub nat: Option<sinew_nat::NatState>,
 }
 
 /// One connected peer.

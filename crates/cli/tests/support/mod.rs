@@ -23,7 +23,19 @@ pub(crate) struct NodeProcess {
 impl NodeProcess {
     /// Starts `sinew node` with `args` and reads its first line (JSON: peer id, addresses).
     pub(crate) async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sinew"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_sinew")), args).await
+    }
+
+    /// Like [`NodeProcess::start`], inside the network namespace `netns` (`ip netns exec`
+    /// replaces itself with `sinew`, so the pid is the node's).
+    pub(crate) async fn start_in(netns: &str, args: &[&str]) -> Self {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_sinew")]);
+        Self::spawn(command, args).await
+    }
+
+    async fn spawn(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .arg("node")
             .args(args)
             .env("RUST_LOG", "info")
@@ -84,13 +96,21 @@ impl NodeProcess {
 
 /// Runs a `sinew` subcommand to completion and returns its stdout.
 pub(crate) async fn run(args: &[&str]) -> String {
-    let output = tokio::time::timeout(
-        WAIT * 3,
-        Command::new(env!("CARGO_BIN_EXE_sinew")).args(args).output(),
-    )
-    .await
-    .expect("finishes in time")
-    .expect("runs");
+    run_command(Command::new(env!("CARGO_BIN_EXE_sinew")).args(args), args).await
+}
+
+/// Runs a `sinew` subcommand inside the network namespace `netns`.
+pub(crate) async fn run_in(netns: &str, args: &[&str]) -> String {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_sinew")]).args(args);
+    run_command(&mut command, args).await
+}
+
+async fn run_command(command: &mut Command, args: &[&str]) -> String {
+    let output = tokio::time::timeout(WAIT * 3, command.output())
+        .await
+        .expect("finishes in time")
+        .expect("runs");
     assert!(
         output.status.success(),
         "sinew {args:?} failed: {}",

@@ -204,6 +204,7 @@ impl Driver {
             inbound: counts.inbound,
             outbound: counts.outbound,
             pending_handshakes: counts.pending_handshakes,
+            nat: self.core.shared.nat_state(),
         }
     }
 }
