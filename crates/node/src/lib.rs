@@ -60,6 +60,7 @@ pub use events::{DropReason, Event, Events};
 pub use node::{Node, NodeBuilder, ProtocolHandle};
 pub use sinew_codec::messages::DisconnectCode;
 pub use sinew_codec::{Opcode, OpcodeRange, Status};
+pub use sinew_nat::{MappingMethod, NatEvent, NatState, PortMapperConfig};
 pub use sinew_peers::{PeersConfig, Refusal};
 pub use sinew_protocol::{
     BroadcastReport, Ctx, Handled, Message, Opcodes, PeerInfo, Protocol, ProtocolEvent, Reason,

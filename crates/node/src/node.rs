@@ -74,6 +74,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Map the TCP listen ports on the local gateway (PCP, NAT-PMP or UPnP IGD) and advertise
+    /// the external addresses (see `docs/nat.md`).
+    #[must_use]
+    pub fn nat(mut self, config: sinew_nat::PortMapperConfig) -> Self {
+        self.config.nat = Some(config);
+        self
+    }
+
     /// Seed the node's RNG (deterministic protocol randomness and backoff jitter).
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
