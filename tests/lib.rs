@@ -51,6 +51,18 @@ pub async fn disconnected(events: &mut Events, peer: PeerId) -> sinew::Reason {
         .expect("peer disconnected in time")
 }
 
+/// Waits until `n` peers have connected (counting `PeerConnected` events).
+pub async fn connected_count(events: &mut Events, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        events
+            .wait_for(WAIT, |e| matches!(e, Event::PeerConnected { .. }).then_some(()))
+            .await
+            .unwrap_or_else(|| panic!("only {seen} of {n} peers connected in time"));
+        seen += 1;
+    }
+}
+
 /// Polls `check` (an async condition on real state) until it holds, up to [`WAIT`]. For state
 /// that has no event; each round waits for the node's own progress, not a fixed sleep.
 pub async fn eventually<F, Fut>(mut check: F) -> bool

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use sinew::Opcode;
-use sinew_tests::{WAIT, addr, eventually, node, node_with};
+use sinew_tests::{WAIT, addr, node, node_with};
 
 #[tokio::test]
 async fn fifty_nodes_around_one_exchange_messages() {
@@ -10,6 +10,7 @@ async fn fifty_nodes_around_one_exchange_messages() {
     // Every leaf dials from 127.0.0.1: lift the per-IP limit (16 by default) for this hub.
     let hub = node_with(|c| c.peers.limits.max_per_ip = 64).await;
     let mut hub_inbox = hub.inbox(op).await.unwrap();
+    let mut hub_events = hub.events();
     let mut leaves = Vec::new();
     for _ in 0..50 {
         let leaf = node().await;
@@ -23,7 +24,7 @@ async fn fifty_nodes_around_one_exchange_messages() {
     for dial in dials.collect::<Vec<_>>() {
         assert_eq!(dial.await.unwrap().unwrap(), hub.peer_id());
     }
-    assert!(eventually(|| async { hub.network_state().await.unwrap().peers.len() == 50 }).await);
+    sinew_tests::connected_count(&mut hub_events, 50).await;
     for (leaf, _) in &leaves {
         leaf.send(hub.peer_id(), op, Bytes::from(leaf.peer_id().to_string())).await.unwrap();
     }

@@ -90,6 +90,7 @@ async fn request_times_out_and_busy_inbox_answers_busy() {
 #[tokio::test]
 async fn broadcast_reaches_everyone_and_randomly_reaches_n() {
     let hub = node().await;
+    let mut hub_events = hub.events();
     let mut leaves = Vec::new();
     for _ in 0..5 {
         let leaf = node().await;
@@ -97,10 +98,7 @@ async fn broadcast_reaches_everyone_and_randomly_reaches_n() {
         leaf.dial(addr(&hub)).await.unwrap();
         leaves.push((leaf, inbox));
     }
-    assert!(
-        sinew_tests::eventually(|| async { hub.network_state().await.unwrap().peers.len() == 5 })
-            .await
-    );
+    sinew_tests::connected_count(&mut hub_events, 5).await;
     let report = hub.broadcast(op(1000), Bytes::from_static(b"all"));
     assert_eq!(report.sent.len(), 5);
     for (_, inbox) in &mut leaves {
