@@ -3,8 +3,10 @@
 
 mod custom_protocol;
 mod fuzz_corpus;
+mod lanes;
 mod large;
 mod limits;
+mod liveness;
 mod many;
 mod messaging;
 mod nat;

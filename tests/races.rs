@@ -7,7 +7,7 @@ use sinew::{Direction, Node, Opcode};
 use sinew_tests::{WAIT, addr, disconnected, eventually, node};
 use tokio::sync::Barrier;
 
-const MESSAGES: u32 = 20;
+const MESSAGES: u32 = 300;
 
 async fn one_connection_each(a: &Node, b: &Node) -> bool {
     let (sa, sb) = (a.network_state().await.unwrap(), b.network_state().await.unwrap());
@@ -20,21 +20,38 @@ async fn one_connection_each(a: &Node, b: &Node) -> bool {
 }
 
 /// Both nodes dial each other at the same moment, then send at once, 100 times: one
-/// connection survives, the same one on both sides, and nothing sent during the race is lost.
-#[tokio::test]
+/// connection survives, the same one on both sides, nothing sent during the race is lost or
+/// reordered (each sender's messages arrive in the order sent), and neither side sees the
+/// peer disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_dials_keep_one_connection_and_lose_nothing() {
     let op = Opcode::app(1000).unwrap();
     for round in 0..100 {
         let (a, b) = (node().await, node().await);
         let mut a_inbox = a.inbox(op).await.unwrap();
         let mut b_inbox = b.inbox(op).await.unwrap();
+        let (mut a_events, mut b_events) = (a.events(), b.events());
         let barrier = Arc::new(Barrier::new(2));
         let race = |from: Node, to: sinew::Addr, barrier: Arc<Barrier>| async move {
+            let peer = to.peer().expect("the address names the peer");
+            let mut events = from.events();
             barrier.wait().await;
-            let peer = from.dial(to).await.expect("dial");
+            let dial = tokio::spawn({
+                let from = from.clone();
+                async move { from.dial(to).await.expect("dial") }
+            });
+            // Start sending the moment the first connection is up, so the duplicate swap
+            // happens while messages are queued and being written.
+            sinew_tests::connected(&mut events, peer).await;
             for i in 0..MESSAGES {
-                from.send(peer, op, Bytes::from(i.to_le_bytes().to_vec())).await.expect("send");
+                let mut payload = vec![0u8; 1024];
+                payload[..4].copy_from_slice(&i.to_le_bytes());
+                from.send(peer, op, Bytes::from(payload)).await.expect("send");
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
             }
+            dial.await.unwrap();
         };
         let ta = tokio::spawn(race(a.clone(), addr(&b), barrier.clone()));
         let tb = tokio::spawn(race(b.clone(), addr(&a), barrier));
@@ -43,19 +60,28 @@ async fn simultaneous_dials_keep_one_connection_and_lose_nothing() {
         for inbox in [&mut a_inbox, &mut b_inbox] {
             let mut got: Vec<u32> = Vec::new();
             while got.len() < MESSAGES as usize {
-                let msg = tokio::time::timeout(WAIT, inbox.next())
-                    .await
-                    .expect("all messages arrive")
-                    .unwrap();
+                let Ok(msg) = tokio::time::timeout(WAIT, inbox.next()).await else {
+                    let (sa, sb) = (a.network_state().await, b.network_state().await);
+                    panic!("round {round}: {} of {MESSAGES} arrived\n{sa:#?}\n{sb:#?}", got.len());
+                };
+                let msg = msg.unwrap();
                 got.push(u32::from_le_bytes(msg.payload[..4].try_into().unwrap()));
             }
-            got.sort_unstable();
-            assert_eq!(got, (0..MESSAGES).collect::<Vec<_>>(), "round {round}");
+            // Never sorted: the order is part of the promise.
+            assert_eq!(got, (0..MESSAGES).collect::<Vec<_>>(), "round {round}: order");
         }
         assert!(
             eventually(|| one_connection_each(&a, &b)).await,
             "round {round}: one connection, the same on both sides"
         );
+        for events in [&mut a_events, &mut b_events] {
+            while let Some(event) = events.try_next() {
+                assert!(
+                    !matches!(event, sinew::Event::PeerDisconnected { .. }),
+                    "round {round}: spurious {event:?}"
+                );
+            }
+        }
     }
 }
 

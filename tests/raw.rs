@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sinew_codec::messages::{ControlHello, MessageBody as _};
+use sinew_codec::messages::{CONTROL_VERSION, ControlHello, MessageBody as _};
 use sinew_codec::{Frame, Opcode};
 use sinew_secure::NoiseIdentity;
 use sinew_tcp::{TcpConfig, TcpTransport};
@@ -21,13 +21,51 @@ pub(crate) struct RawPeer {
 
 /// Dials `target`, opens the control stream and says hello, then does nothing by itself.
 pub(crate) async fn raw_connect(target: &Addr) -> RawPeer {
-    let key = Keypair::generate();
-    let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(&key, 1)), TcpConfig::default());
+    raw_connect_as(&Keypair::generate(), 1, target).await
+}
+
+/// Like [`raw_connect`], as `key` with boot nonce `boot_nonce` (a second connection of the
+/// same peer process uses the same pair).
+pub(crate) async fn raw_connect_as(key: &Keypair, boot_nonce: u64, target: &Addr) -> RawPeer {
+    let transport =
+        TcpTransport::new(Arc::new(NoiseIdentity::new(key, boot_nonce)), TcpConfig::default());
     let connection = transport.dial(target.clone()).await.expect("raw dial");
     let mut control = connection.muxer.open_stream().await.expect("control stream");
     let hello =
-        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: 1 }.encode()).to_bytes();
+        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())
+            .to_bytes();
     control.write_all(&hello).await.expect("hello");
     control.flush().await.expect("flush");
     RawPeer { id: key.peer_id(), _connection: connection, control }
+}
+
+impl RawPeer {
+    /// Opens this peer's message stream (its application lane) and writes its header.
+    /// Reads the next frame from the control stream.
+    pub(crate) async fn next_frame(&mut self, buf: &mut bytes::BytesMut) -> Option<Frame> {
+        use tokio::io::AsyncReadExt as _;
+        let mut decoder = sinew_codec::FrameDecoder::new(sinew_codec::SYSTEM_FRAME_CAP);
+        loop {
+            if let Some(frame) = decoder.decode(buf).expect("valid frames") {
+                return Some(frame);
+            }
+            if self.control.read_buf(buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Writes one frame on the control stream.
+    pub(crate) async fn write_frame(&mut self, frame: &Frame) {
+        self.control.write_all(&frame.to_bytes()).await.expect("write");
+        self.control.flush().await.expect("flush");
+    }
+
+    pub(crate) async fn message_stream(&self) -> Stream {
+        let mut stream = self._connection.muxer.open_stream().await.expect("message stream");
+        let header = Frame::message(Opcode::MESSAGE_STREAM, bytes::Bytes::new()).to_bytes();
+        stream.write_all(&header).await.expect("header");
+        stream.flush().await.expect("flush");
+        stream
+    }
 }

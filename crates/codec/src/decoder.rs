@@ -15,12 +15,14 @@ const MAX_READ: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The length field exceeds the cap for this stream. Nothing was allocated for it.
-    #[error("frame of {len} bytes exceeds the cap of {max}")]
+    /// The frame's payload exceeds the cap for this stream (judged from the header alone:
+    /// nothing was allocated for it).
+    #[error("frame payload of {len} bytes exceeds the cap of {max}")]
     TooLarge {
-        /// The claimed body length.
+        /// The payload length the header claims (when only the length field has arrived, the
+        /// least payload a frame of that length can carry).
         len: usize,
-        /// The cap.
+        /// The payload cap.
         max: usize,
     },
     /// The length field is too small for the header its flags announce.
@@ -56,16 +58,32 @@ pub enum FrameError {
 /// [`FrameDecoder::read_hint`], which is bounded by what has already arrived.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
+    max_payload: usize,
     max_body: usize,
 }
 
 impl FrameDecoder {
-    /// A decoder for frames carrying up to `max_payload` bytes of payload.
+    /// A decoder for frames carrying up to `max_payload` bytes of payload (exactly: a frame
+    /// with `max_payload + 1` payload bytes is refused, whatever its kind and options).
     pub fn new(max_payload: usize) -> Self {
-        Self { max_body: max_payload.saturating_add(MAX_HEADER - LENGTH_FIELD + CHECKSUM_LEN) }
+        let mut decoder = Self { max_payload: 0, max_body: 0 };
+        decoder.set_max_payload(max_payload);
+        decoder
     }
 
-    /// The largest body length (the length field's value) accepted.
+    /// Changes the payload cap for the frames still to come (for example when a peer becomes
+    /// authorized).
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.max_payload = max_payload;
+        self.max_body = max_payload.saturating_add(MAX_HEADER - LENGTH_FIELD + CHECKSUM_LEN);
+    }
+
+    /// The payload cap.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// The largest body length (the length field's value) any frame within the cap can have.
     pub fn max_body(&self) -> usize {
         self.max_body
     }
@@ -129,7 +147,9 @@ impl FrameDecoder {
         }
         let body_len = u32::from_le_bytes([src[0], src[1], src[2], src[3]]) as usize;
         if body_len > self.max_body {
-            return Err(FrameError::TooLarge { len: body_len, max: self.max_body });
+            // Too long for any header: the least payload such a frame can carry.
+            let len = body_len - (MAX_HEADER - LENGTH_FIELD + CHECKSUM_LEN);
+            return Err(FrameError::TooLarge { len, max: self.max_payload });
         }
         if src.len() < LENGTH_FIELD + MIN_BODY {
             return Ok(None);
@@ -156,6 +176,10 @@ impl FrameDecoder {
         let min_body = MIN_BODY + extra + if checksum { CHECKSUM_LEN } else { 0 };
         if body_len < min_body {
             return Err(FrameError::TooShort { len: body_len });
+        }
+        let payload_len = body_len - min_body;
+        if payload_len > self.max_payload {
+            return Err(FrameError::TooLarge { len: payload_len, max: self.max_payload });
         }
         if src.len() < header_len {
             return Ok(None);
@@ -270,7 +294,7 @@ mod tests {
         // A header claiming 4 GiB: refused from the length field alone.
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         let cap_before = buf.capacity();
-        assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 0xffff_ffff, .. })));
+        assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 0xffff_ffec, .. })));
         assert_eq!(buf.capacity(), cap_before);
         // A header claiming 512 MiB on a large-message stream is accepted, but the read hint
         // only grows with what arrived, not with the claim.
@@ -281,6 +305,46 @@ mod tests {
         assert_eq!(dec.read_hint(&header), MIN_READ);
         header.extend_from_slice(&vec![0u8; 100_000]);
         assert_eq!(dec.read_hint(&header), header.len());
+    }
+
+    /// The cap is on the payload, exactly, whatever the header size: every kind, with and
+    /// without checksum, at the cap and at cap + 1.
+    #[test]
+    fn the_payload_cap_is_exact_for_every_kind() {
+        let cap = 1000;
+        let kinds = [
+            FrameKind::Message,
+            FrameKind::Request { id: 1 },
+            FrameKind::Response { id: 1 },
+            FrameKind::Acked { id: 1 },
+            FrameKind::Error { id: 1, status: Status::BUSY },
+        ];
+        for kind in kinds {
+            for checksum in [false, true] {
+                let frame = |len: usize| Frame {
+                    checksum,
+                    ..Frame::new(Opcode::from_u32(1000), kind, Bytes::from(vec![1u8; len]))
+                };
+                let mut dec = FrameDecoder::new(cap);
+                let mut at_cap = BytesMut::from(&frame(cap).to_bytes()[..]);
+                assert_eq!(dec.decode(&mut at_cap).unwrap(), Some(frame(cap)), "{kind:?}");
+                let mut over = BytesMut::from(&frame(cap + 1).to_bytes()[..]);
+                // Refused from the header alone, before the payload arrives.
+                let mut header = over.split_to(MAX_HEADER.min(over.len()));
+                assert_eq!(
+                    dec.decode(&mut header),
+                    Err(FrameError::TooLarge { len: cap + 1, max: cap }),
+                    "{kind:?} checksum {checksum}"
+                );
+                header.unsplit(over);
+                assert!(dec.decode(&mut header).is_err());
+            }
+        }
+        let mut dec = FrameDecoder::new(10);
+        dec.set_max_payload(20);
+        let mut buf =
+            BytesMut::from(&Frame::message(Opcode::PING, Bytes::from(vec![0; 20])).to_bytes()[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_some());
     }
 
     #[test]

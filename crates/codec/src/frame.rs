@@ -16,8 +16,11 @@ pub const MAX_HEADER: usize = LENGTH_FIELD + 4 + 1 + 8 + 2;
 pub const CHECKSUM_LEN: usize = 4;
 /// The largest message sinew carries: 512 MiB of payload.
 pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
-/// Default cap for frames on the control stream: 1 MiB.
+/// The largest payload a frame on a message stream may carry: 1 MiB. Every receiver accepts
+/// it; a larger message travels on a stream of its own with the `LARGE` flag.
 pub const DEFAULT_CONTROL_CAP: usize = 1024 * 1024;
+/// The largest payload a frame on the control stream (the system lane) may carry: 64 KiB.
+pub const SYSTEM_FRAME_CAP: usize = 64 * 1024;
 
 /// The bits of the flags byte.
 pub mod flags {
@@ -277,6 +280,13 @@ impl Frame {
         if let Some(trailer) = self.trailer() {
             dst.put_slice(&trailer);
         }
+    }
+
+    /// Whether the frame travels on the system lane (the control stream): every opcode below
+    /// 1000, and every `ERROR` frame. The rest (application messages, requests, acked
+    /// messages and responses) travels on the sender's message stream.
+    pub fn is_system(&self) -> bool {
+        !self.opcode.is_app() || matches!(self.kind, FrameKind::Error { .. })
     }
 
     /// The encoded frame as one buffer.

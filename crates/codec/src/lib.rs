@@ -42,9 +42,9 @@ mod rw;
 pub use decoder::{FrameDecoder, FrameError};
 pub use frame::{
     CHECKSUM_LEN, DEFAULT_CONTROL_CAP, EncodedHeader, Frame, FrameKind, LENGTH_FIELD, MAX_HEADER,
-    MAX_MESSAGE, MIN_BODY, Status, flags,
+    MAX_MESSAGE, MIN_BODY, SYSTEM_FRAME_CAP, Status, flags,
 };
-pub use opcode::{Opcode, OpcodeError, OpcodeRange};
+pub use opcode::{Opcode, OpcodeBlock, OpcodeError, OpcodeRange};
 pub use rw::{DecodeError, Reader, Writer};
 
 /// Harnesses for the fuzz targets in `fuzz/` (not part of the API).

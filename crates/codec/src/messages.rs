@@ -142,6 +142,13 @@ impl DisconnectCode {
     pub const REPLACED: Self = Self(7);
     /// The application removed the peer.
     pub const REMOVED: Self = Self(8);
+    /// The peer sent requests (pings, keepalives, acked messages...) faster than it read the
+    /// answers: the system lane overflowed.
+    pub const FLOODING: Self = Self(9);
+    /// The peer stopped reading: a write made no progress for the write-stall timeout.
+    pub const STALLED: Self = Self(10);
+    /// The peer's control stream version is not supported.
+    pub const UNSUPPORTED_VERSION: Self = Self(11);
 
     /// A short name.
     pub fn name(&self) -> &'static str {
@@ -155,6 +162,9 @@ impl DisconnectCode {
             Self::LIMIT => "connection limit",
             Self::REPLACED => "replaced by a newer connection",
             Self::REMOVED => "peer removed",
+            Self::FLOODING => "flooding",
+            Self::STALLED => "stopped reading",
+            Self::UNSUPPORTED_VERSION => "unsupported control stream version",
             Self(code) if code >= 1000 => "application reason",
             _ => "unknown reason",
         }
@@ -200,9 +210,13 @@ impl MessageBody for Disconnect {
 /// First frame of the control stream (opcode 20): the control protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlHello {
-    /// Control protocol version, currently 1.
+    /// Control protocol version: [`CONTROL_VERSION`].
     pub version: u16,
 }
+
+/// The control protocol version this crate speaks: 2 (a control stream for system frames,
+/// one message stream per sender for application frames).
+pub const CONTROL_VERSION: u16 = 2;
 
 impl MessageBody for ControlHello {
     fn encode(&self) -> Bytes {

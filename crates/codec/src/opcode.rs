@@ -66,6 +66,8 @@ impl Opcode {
     pub const OPEN_STREAM: Self = Self(21);
     /// First frame of a throughput-test stream (`sinew perf`).
     pub const PERF: Self = Self(22);
+    /// First frame of a message stream: the sender's application lane on one connection.
+    pub const MESSAGE_STREAM: Self = Self(23);
 
     /// First opcode of the carrier block.
     pub const CARRIER_START: u32 = 1;
@@ -143,6 +145,42 @@ impl Opcode {
     pub const fn is_app(self) -> bool {
         self.0 >= Self::APP_START
     }
+
+    /// The block this opcode belongs to.
+    pub const fn block(self) -> OpcodeBlock {
+        match self.0 {
+            0 => OpcodeBlock::Invalid,
+            v if v < Self::SYSTEM_START => OpcodeBlock::Carrier,
+            v if v < Self::RENDEZVOUS_START => OpcodeBlock::System,
+            v if v < Self::GOSSIP_START => OpcodeBlock::Rendezvous,
+            v if v < Self::NAT_START => OpcodeBlock::Gossip,
+            v if v < Self::RESERVED_START => OpcodeBlock::Nat,
+            v if v < Self::APP_START => OpcodeBlock::Reserved,
+            _ => OpcodeBlock::Application,
+        }
+    }
+}
+
+/// The blocks opcodes are allocated in (see [`Opcode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum OpcodeBlock {
+    /// 0, never valid.
+    Invalid,
+    /// 1..=18: bytes, keepalive, ping, disconnect, ack, ...
+    Carrier,
+    /// 19..=99: identify, stream headers, perf.
+    System,
+    /// 100..=199: rendezvous and admin.
+    Rendezvous,
+    /// 200..=299: gossip.
+    Gossip,
+    /// 300..=399: NAT, relay and routing.
+    Nat,
+    /// 400..=999: reserved.
+    Reserved,
+    /// 1000 and up: applications.
+    Application,
 }
 
 impl fmt::Debug for Opcode {

@@ -32,6 +32,21 @@ pub struct NodeConfig {
     pub large_message_budget: usize,
     /// A partial frame that makes no progress for this long closes the connection (10 s).
     pub frame_stall_timeout: Duration,
+    /// A write on a lane that makes no progress for this long closes the connection with
+    /// `STALLED`: the remote stopped reading (20 s).
+    pub write_stall_timeout: Duration,
+    /// How long an accepted connection may take to open its control stream, and a dialled
+    /// one to open ours (10 s).
+    pub setup_timeout: Duration,
+    /// How long a graceful close may take (finishing the lanes, the goodbye, the remote's
+    /// FIN), and then closing the muxer (2 s each).
+    pub close_grace: Duration,
+    /// How long shutdown waits for connections to close before aborting them (3 s).
+    pub shutdown_grace: Duration,
+    /// Bytes of system frames (pongs, acks, error replies, identify, protocol control) queued
+    /// per connection (64 KiB). An answer to the remote's request that does not fit closes the
+    /// connection with `FLOODING`; a frame of our own that does not fit is refused (`Full`).
+    pub system_lane_bytes: usize,
     /// Default timeout of `request` (30 s).
     pub request_timeout: Duration,
     /// Every this long the node sends a keepalive to each peer (20 s; None: never). Separate
@@ -71,6 +86,11 @@ impl Default for NodeConfig {
             peer_queue_bytes: 8 * 1024 * 1024,
             large_message_budget: 1024 * 1024 * 1024,
             frame_stall_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(20),
+            setup_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(3),
+            system_lane_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Some(Duration::from_secs(20)),
             inbox_capacity: 1024,

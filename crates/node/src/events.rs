@@ -135,6 +135,15 @@ impl Events {
         }
     }
 
+    /// The next event if one is waiting now.
+    pub fn try_next(&mut self) -> Option<Event> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
+            Err(_) => None,
+        }
+    }
+
     /// Waits up to `timeout` for the first event for which `pick` returns `Some`, skipping the
     /// others. Handy in tests and scripts.
     pub async fn wait_for<T>(

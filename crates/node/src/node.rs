@@ -1,7 +1,7 @@
 //! `Node`, the cheap cloneable handle applications hold, and its builder.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::{RngExt as _, SeedableRng as _};
@@ -154,8 +154,12 @@ struct Alive(Arc<Shared>);
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        let (tx, _) = oneshot::channel();
-        let _ = self.0.commands.try_send(Command::Shutdown { reply: tx });
+        // A signal, not a command: it reaches the driver even when the command queue is full.
+        self.0.stop.cancel();
+        // Stop accepting now, so the listen ports are released at once.
+        for handle in self.0.listeners.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            handle.abort();
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let shared = self.0.clone();
             runtime.spawn(async move { crate::nat::stop(&shared).await });
@@ -317,7 +321,11 @@ impl Node {
         if frame.opcode.is_app() && !slot.stats.is_authorized() {
             return Err(SendError::Unauthorized);
         }
-        if frame.encoded_len() > self.shared.config.control_frame_cap {
+        if frame.is_system() {
+            // The system lane never waits: `Full` when its bytes are in use.
+            return slot.system.try_push(frame);
+        }
+        if frame.payload.len() > self.shared.config.control_frame_cap {
             return outbound::send_large(&self.shared, slot, frame).await;
         }
         slot.queue.push(frame).await
@@ -334,7 +342,10 @@ impl Node {
         if frame.opcode.is_app() && !slot.stats.is_authorized() {
             return Err(SendError::Unauthorized);
         }
-        if frame.encoded_len() > self.shared.config.control_frame_cap {
+        if frame.is_system() {
+            return slot.system.try_push(frame);
+        }
+        if frame.payload.len() > self.shared.config.control_frame_cap {
             return outbound::try_send_large(&self.shared, slot, frame);
         }
         slot.queue.try_push(frame)
@@ -369,18 +380,16 @@ impl Node {
         let id = self.shared.next_request_id();
         let (tx, rx) = oneshot::channel();
         self.shared.add_waiter(id, Waiter { peer, tx });
-        if let Err(e) = self.send_frame(peer, Frame::new(opcode, kind(id), payload)).await {
-            self.shared.take_waiter(id);
-            return Err(RequestError::Send(e));
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RequestError::Disconnected),
-            Err(_) => {
-                self.shared.take_waiter(id);
-                Err(RequestError::Timeout)
-            }
-        }
+        // Frees the waiter however this future ends: answered, failed, timed out or dropped.
+        let _guard = WaiterGuard { shared: &self.shared, id };
+        // The timeout covers the send too: a full queue waits within it.
+        let exchange = async {
+            self.send_frame(peer, Frame::new(opcode, kind(id), payload))
+                .await
+                .map_err(RequestError::Send)?;
+            rx.await.unwrap_or(Err(RequestError::Disconnected))
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(RequestError::Timeout))
     }
 
     /// Sends a message and waits until the remote node has handed it to a handler (its
@@ -434,13 +443,19 @@ impl Node {
         .await
     }
 
-    /// Measures the round-trip time to a peer with a ping.
+    /// Measures the round-trip time to a peer with a ping on its active connection's system
+    /// lane (it never waits behind application messages). The pong must come back on that
+    /// connection and echo the ping's random payload. Fails after the request timeout.
     pub async fn ping(&self, peer: PeerId) -> Result<Duration, RequestError> {
-        let start = Instant::now();
-        let timeout = self.shared.config.request_timeout;
-        self.round_trip(peer, Opcode::PING, |id| FrameKind::Request { id }, Bytes::new(), timeout)
-            .await?;
-        Ok(start.elapsed())
+        if self.shared.is_shutting_down() {
+            return Err(RequestError::Send(SendError::ShuttingDown));
+        }
+        if self.shared.peer(&peer).is_none() {
+            self.slot(peer).await?;
+        }
+        self.command(|reply| Command::Ping { peer, reply })
+            .await
+            .unwrap_or(Err(RequestError::Send(SendError::ShuttingDown)))
     }
 
     /// Queues a message for every connected peer without waiting; full queues are skipped and
@@ -571,6 +586,49 @@ impl Node {
     }
 }
 
+/// Removes a request's waiter when the request's future ends, whichever way.
+struct WaiterGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.take_waiter(self.id);
+    }
+}
+
 /// Identifies a protocol registered with [`Node::register`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProtocolHandle(ProtocolId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Alive::drop` used `try_send` of a shutdown command, which a full queue refused: the
+    /// node then ran on with no handle left. The stop signal always gets through.
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_the_last_handle_with_a_full_command_queue() {
+        let node = Node::builder(Keypair::generate())
+            .configure(|c| c.command_capacity = 2)
+            .listen("tcp://127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let port = node.listen_addrs()[0].port();
+        let mut events = node.events();
+        // The driver has not run yet (one thread, no yield): the queue fills.
+        while node.shared.commands.try_send(Command::State { reply: oneshot::channel().0 }).is_ok()
+        {
+        }
+        drop(node);
+        let closed = tokio::time::timeout(Duration::from_secs(2), async {
+            // The event stream ends when the driver has stopped and dropped its sender.
+            while events.next().await.is_some() {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the node stopped");
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port released");
+    }
+}

@@ -2,11 +2,11 @@
 //! connection swap loses nothing queued.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sinew_codec::Frame;
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::SendError;
 
@@ -19,9 +19,14 @@ const ENTRY_OVERHEAD: usize = 64;
 /// permits from push until the writer takes the frame. When full, [`PeerQueue::push`] waits and
 /// [`PeerQueue::try_push`] returns [`SendError::Full`]. A frame larger than the whole budget
 /// takes the whole budget. Closing the queue drops what it holds and fails every waiter.
+///
+/// One connection at a time writes the queue: its writer holds the queue's lane lease
+/// ([`PeerQueue::lease`]) from its first frame until the remote confirmed it read the last one
+/// (see `conn/messages.rs`), so two connections of one peer never interleave its frames.
 pub(crate) struct PeerQueue {
     frames: Mutex<VecDeque<(Frame, u32)>>,
     budget: Semaphore,
+    lane: Arc<Semaphore>,
     capacity: u32,
     writer: Notify,
     dropped: AtomicU64,
@@ -42,6 +47,7 @@ impl PeerQueue {
         Self {
             frames: Mutex::new(VecDeque::new()),
             budget: Semaphore::new(capacity as usize),
+            lane: Arc::new(Semaphore::new(1)),
             capacity,
             writer: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -113,6 +119,11 @@ impl PeerQueue {
         self.budget.add_permits(released as usize);
     }
 
+    /// Waits until no other connection writes this queue; `None` once the queue is closed.
+    pub(crate) async fn lease(&self) -> Option<OwnedSemaphorePermit> {
+        self.lane.clone().acquire_owned().await.ok()
+    }
+
     /// Waits until a frame may be available.
     pub(crate) async fn ready(&self) {
         self.writer.notified().await;
@@ -121,6 +132,7 @@ impl PeerQueue {
     /// Drops everything queued and fails current and future pushes.
     pub(crate) fn close(&self) {
         self.budget.close();
+        self.lane.close();
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         self.dropped.fetch_add(frames.len() as u64, Ordering::Relaxed);
         frames.clear();
@@ -185,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_fails_waiters_and_drops_frames() {
-        let q = std::sync::Arc::new(PeerQueue::new(100));
+        let q = Arc::new(PeerQueue::new(100));
         q.try_push(frame(30)).unwrap();
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.push(frame(90)).await });

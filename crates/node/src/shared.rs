@@ -11,9 +11,11 @@ use sinew_codec::{Opcode, OpcodeRange};
 use sinew_transport::{Incoming, MuxedConnection, Transport};
 use sinew_types::{Addr, PeerId};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::RequestError;
 use crate::config::NodeConfig;
+use crate::conn::system::SystemQueue;
 use crate::driver::Command;
 use crate::events::Event;
 use crate::queue::PeerQueue;
@@ -26,6 +28,8 @@ pub(crate) struct PeerSlot {
     pub(crate) queue: Arc<PeerQueue>,
     pub(crate) muxer: MuxedConnection,
     pub(crate) stats: Arc<ConnStats>,
+    /// The active connection's system lane.
+    pub(crate) system: Arc<SystemQueue>,
 }
 
 /// Someone waiting for a response or an ack.
@@ -46,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) large_out: Arc<Semaphore>,
     pub(crate) large_in: Arc<Semaphore>,
     pub(crate) shutting_down: AtomicBool,
+    /// Cancelled when the last `Node` handle is dropped: the driver shuts down.
+    pub(crate) stop: CancellationToken,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) transport: Arc<dyn Transport>,
     /// Where listeners hand accepted sockets to the driver.
@@ -100,6 +106,7 @@ impl Shared {
             large_out: Arc::new(Semaphore::new(budget)),
             large_in: Arc::new(Semaphore::new(budget)),
             shutting_down: AtomicBool::new(false),
+            stop: CancellationToken::new(),
             commands,
             config,
         }
@@ -120,6 +127,11 @@ impl Shared {
 
     pub(crate) fn add_waiter(&self, id: u64, waiter: Waiter) {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id, waiter);
+    }
+
+    /// Waiters for responses and acks now.
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub(crate) fn take_waiter(&self, id: u64) -> Option<Waiter> {

@@ -21,6 +21,9 @@ pub struct NetworkState {
     pub outbound: usize,
     /// Handshakes in progress.
     pub pending_handshakes: usize,
+    /// Requests, acked sends and pings waiting for their answer (applications' and
+    /// protocols').
+    pub pending_requests: usize,
     /// Port mapping state, when it is on.
     pub nat: Option<sinew_nat::NatState>,
 }

@@ -4,8 +4,10 @@
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use sinew_codec::messages::{MessageBody as _, OpenStream, Perf};
-use sinew_codec::{Frame, FrameDecoder, LENGTH_FIELD, MAX_MESSAGE, MIN_BODY, Opcode, flags};
+use sinew_codec::messages::{ControlHello, MessageBody as _, OpenStream, Perf};
+use sinew_codec::{
+    Frame, FrameDecoder, FrameKind, LENGTH_FIELD, MAX_MESSAGE, MIN_BODY, Opcode, flags,
+};
 use sinew_transport::{MuxedConnection, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -27,6 +29,8 @@ enum StreamFault {
     Io,
     Stalled,
     Malformed,
+    /// A stream kind the peer's authorization does not allow (raw, perf, large).
+    Unauthorized,
 }
 
 async fn read_timed(
@@ -38,31 +42,32 @@ async fn read_timed(
         .await
         .map_err(|_| StreamFault::Stalled)?
         .map_err(|_| StreamFault::Io)?;
-    if let Some(wait) = ctx.limiter.as_ref().and_then(|l| l.throttle(n)) {
-        wait.await;
-    }
-    ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    ctx.limits.charge(n, &ctx.stats).await;
     Ok(n)
 }
 
-/// Reads exactly up to `len` bytes in `buf`, never past them: what follows the first frame
-/// belongs to whoever takes the stream next. `len` is at most the control cap here.
-async fn fill_exact(
+/// Reads exactly `buf.len()` bytes, each read making progress within the stall timeout. Never
+/// reads past them: what follows belongs to whoever takes the stream next.
+async fn read_exact_timed(
     stream: &mut Stream,
-    buf: &mut BytesMut,
-    len: usize,
+    buf: &mut [u8],
     ctx: &StreamCtx,
 ) -> Result<(), StreamFault> {
-    let start = buf.len();
-    buf.resize(len, 0);
-    tokio::time::timeout(
-        ctx.shared.config.frame_stall_timeout,
-        stream.read_exact(&mut buf[start..]),
-    )
-    .await
-    .map_err(|_| StreamFault::Stalled)?
-    .map_err(|_| StreamFault::Io)?;
-    ctx.stats.bytes_in.fetch_add((len - start) as u64, Ordering::Relaxed);
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = tokio::time::timeout(
+            ctx.shared.config.frame_stall_timeout,
+            stream.read(&mut buf[filled..]),
+        )
+        .await
+        .map_err(|_| StreamFault::Stalled)?
+        .map_err(|_| StreamFault::Io)?;
+        if n == 0 {
+            return Err(StreamFault::Io);
+        }
+        ctx.limits.charge(n, &ctx.stats).await;
+        filled += n;
+    }
     Ok(())
 }
 
@@ -70,20 +75,26 @@ async fn fill_exact(
 enum Disposition {
     /// Handled here (large message, perf): drop it.
     Done,
-    /// The remote's control stream: hand it to the connection task.
-    Control,
+    /// The remote's control stream, with its version: hand it to the connection task.
+    Control(u16),
+    /// The remote's message stream: hand it to the connection task.
+    Messages,
     /// A raw application stream for this opcode's handler.
     Handler(Opcode),
 }
 
 async fn handle_stream(mut stream: Stream, ctx: StreamCtx) {
     match dispatch(&mut stream, &ctx).await {
-        Ok(Disposition::Control) => {
+        Ok(Disposition::Control(version)) => {
             let slot = ctx.control.lock().unwrap_or_else(|e| e.into_inner()).take();
             // A second control stream is a protocol error: dropping it resets it.
             if let Some(tx) = slot {
-                let _ = tx.send(stream);
+                let _ = tx.send((stream, version));
             }
+        }
+        Ok(Disposition::Messages) => {
+            // At most one from the remote per connection; the connection task refuses more.
+            let _ = ctx.messages.send(stream).await;
         }
         Ok(Disposition::Handler(opcode)) => hand_to_handler(stream, opcode, &ctx),
         // Returning drops the stream: finished streams close, anything else is reset.
@@ -91,53 +102,62 @@ async fn handle_stream(mut stream: Stream, ctx: StreamCtx) {
     }
 }
 
+/// The largest body (length field) of a stream's first frame when it is not a large message:
+/// stream headers are a few bytes.
+const MAX_STREAM_HEADER_BODY: usize = 64;
+
 async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, StreamFault> {
     let config = &ctx.shared.config;
-    // The fixed part of the header: length, opcode, flags. Read exactly, never more.
-    let mut buf = BytesMut::with_capacity(LENGTH_FIELD + MIN_BODY);
-    while buf.len() < LENGTH_FIELD + MIN_BODY {
-        let mut byte = [0u8; LENGTH_FIELD + MIN_BODY];
-        let want = LENGTH_FIELD + MIN_BODY - buf.len();
-        let n = tokio::time::timeout(config.frame_stall_timeout, stream.read(&mut byte[..want]))
-            .await
-            .map_err(|_| StreamFault::Stalled)?
-            .map_err(|_| StreamFault::Io)?;
-        if n == 0 {
-            return Err(StreamFault::Io);
-        }
-        buf.extend_from_slice(&byte[..n]);
-    }
-    let body_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let opcode = Opcode::from_u32(u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));
-    let large = buf[8] & flags::LARGE != 0;
+    // The fixed part of the header: length, opcode, flags. Read exactly, never more, into a
+    // buffer of our own size, not the claimed one.
+    let mut head = [0u8; LENGTH_FIELD + MAX_STREAM_HEADER_BODY];
+    read_exact_timed(stream, &mut head[..LENGTH_FIELD + MIN_BODY], ctx).await?;
+    let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let opcode = Opcode::from_u32(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+    let large = head[8] & flags::LARGE != 0;
     let total = LENGTH_FIELD + body_len;
+    let authorized = ctx.stats.is_authorized();
 
     if large {
-        if !ctx.stats.is_authorized() {
+        if !authorized {
+            return Err(StreamFault::Unauthorized);
+        }
+        // Large messages are application messages: the system lane has its own small cap.
+        if !opcode.is_app() {
             return Err(StreamFault::Malformed);
         }
+        let buf = BytesMut::from(&head[..LENGTH_FIELD + MIN_BODY]);
         receive_large(stream, buf, total, opcode, ctx).await?;
         return Ok(Disposition::Done);
     }
-    if body_len > config.control_frame_cap {
+    if !(MIN_BODY..=MAX_STREAM_HEADER_BODY).contains(&body_len) {
         return Err(StreamFault::Malformed);
     }
-    fill_exact(stream, &mut buf, total, ctx).await?;
-    let frame = FrameDecoder::new(config.control_frame_cap)
+    read_exact_timed(stream, &mut head[LENGTH_FIELD + MIN_BODY..total], ctx).await?;
+    let mut buf = BytesMut::from(&head[..total]);
+    let frame = FrameDecoder::new(MAX_STREAM_HEADER_BODY)
         .decode(&mut buf)
         .map_err(|_| StreamFault::Malformed)?
         .ok_or(StreamFault::Malformed)?;
+    if frame.kind != FrameKind::Message {
+        return Err(StreamFault::Malformed);
+    }
     match frame.opcode {
-        Opcode::CONTROL_STREAM => Ok(Disposition::Control),
-        Opcode::OPEN_STREAM => {
+        Opcode::CONTROL_STREAM => {
+            let hello = ControlHello::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;
+            Ok(Disposition::Control(hello.version))
+        }
+        Opcode::MESSAGE_STREAM => Ok(Disposition::Messages),
+        Opcode::OPEN_STREAM if authorized => {
             let open = OpenStream::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;
             Ok(Disposition::Handler(open.opcode))
         }
-        Opcode::PERF if config.perf_server => {
+        Opcode::PERF if authorized && config.perf_server => {
             let perf = Perf::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;
             serve_perf(stream, perf, ctx).await?;
             Ok(Disposition::Done)
         }
+        Opcode::OPEN_STREAM | Opcode::PERF => Err(StreamFault::Unauthorized),
         _ => Err(StreamFault::Malformed),
     }
 }
@@ -219,7 +239,7 @@ async fn serve_perf(stream: &mut Stream, perf: Perf, ctx: &StreamCtx) -> Result<
             break;
         }
         received += n as u64;
-        ctx.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        ctx.limits.charge(n, &ctx.stats).await;
     }
     stream.write_all(&received.to_le_bytes()).await.map_err(|_| StreamFault::Io)?;
     let mut left = perf.download;

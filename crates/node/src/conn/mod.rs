@@ -1,35 +1,55 @@
-//! One task per connection: it owns the control stream (a reader and a writer running
-//! concurrently, so neither side can deadlock the other) and accepts the streams the remote
-//! opens. It talks to the driver through two bounded channels: frames and its end go up
-//! ([`ConnEvent`], the sender waits when full: backpressure down to TCP), commands come down
-//! ([`ConnCommand`], the driver uses `try_send`; a full channel drops a ping, which the ping
-//! deadline then counts as missed). The command channel is a `futures` channel: it allocates
-//! per message, not a block of slots up front, which keeps idle connections small.
+//! One task per connection. It owns the control stream (the system lane: a reader and a
+//! writer of their own), the message stream it writes (its application lane, while the
+//! connection carries the peer queue) and the one the remote writes, and it accepts the other
+//! streams the remote opens. It talks to the driver through two bounded channels: frames and
+//! its end go up ([`ConnEvent`], the sender waits when full: backpressure down to TCP),
+//! commands come down ([`ConnCommand`]; a full channel makes the driver deliver from a task).
+//! System frames reach it through its [`SystemQueue`], which the driver fills directly.
+//!
+//! # Closing
+//!
+//! Every close runs against a deadline, whatever the remote does:
+//! - **Graceful** (shutdown, idle, removed, a duplicate drained, a remote `DISCONNECT`): the
+//!   message writer stops at a batch boundary, finishes its stream and waits for the remote
+//!   to confirm it read it (its FIN); then the control stream writes what the system queue
+//!   holds, `DISCONNECT` (unless answering the remote's), and finishes. The task keeps
+//!   reading until the remote has finished both of its lanes. So the remote reads every
+//!   application frame sent before the goodbye, before the goodbye.
+//! - **Fast** (a protocol error, flooding, a ping timeout, or a second close during a
+//!   graceful one): the message writer is dropped and `DISCONNECT` with the code and reason
+//!   is written at once.
+//!
+//! Then the muxer is closed (bounded too) and [`ConnEvent::Closed`] sent, exactly once.
 
 mod control;
+pub(crate) mod frames;
 mod inbound;
+mod messages;
 pub(crate) mod outbound;
+pub(crate) mod system;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sinew_codec::Frame;
-use sinew_codec::messages::DisconnectCode;
+use futures::StreamExt as _;
+use sinew_codec::messages::{CONTROL_VERSION, ControlHello, DisconnectCode, MessageBody as _};
+use sinew_codec::{Frame, Opcode, SYSTEM_FRAME_CAP};
 use sinew_peers::ConnId;
 use sinew_protocol::Reason;
 use sinew_transport::{Connection, MuxedConnection, Stream};
 use sinew_types::{Direction, PeerId};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use self::frames::{FrameReader, ReadLimits};
+use self::messages::LaneEnd;
+use self::system::SystemQueue;
 use crate::queue::PeerQueue;
 use crate::shared::Shared;
-use crate::stats::{ConnStats, RateLimiter};
-
-/// Control protocol version sent in [`ControlHello`].
-pub(crate) const CONTROL_VERSION: u16 = 1;
-/// How long a closing connection waits for its goodbye to be written and the remote to finish.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+use crate::stats::ConnStats;
 
 /// From a connection task (or a dial/upgrade task) to the driver.
 pub(crate) enum ConnEvent {
@@ -37,8 +57,10 @@ pub(crate) enum ConnEvent {
     Dialed { conn: ConnId, result: Result<Box<Connection>, Arc<sinew_transport::DialError>> },
     /// An inbound upgrade finished.
     Upgraded { conn: ConnId, remote: std::net::SocketAddr, result: Result<Box<Connection>, String> },
-    /// A frame arrived (control stream, or a large message on its own stream).
+    /// A frame arrived (on a lane, or a large message on its own stream).
     Frame { conn: ConnId, frame: Frame },
+    /// The remote said goodbye on the control stream.
+    Goodbye { conn: ConnId, code: DisconnectCode },
     /// Application traffic or streams, for the idle deadline.
     Activity { conn: ConnId, kind: Activity },
     /// The connection ended.
@@ -61,12 +83,10 @@ pub(crate) enum Activity {
 pub(crate) enum ConnCommand {
     /// This connection now carries the peer's queue.
     Activate(Arc<PeerQueue>),
-    /// Send a frame on this connection in particular (pings).
-    Direct(Frame),
-    /// A duplicate: say goodbye after what is queued, keep reading until the remote finishes.
+    /// A duplicate: close gracefully with `DUPLICATE`, after what was already written.
     Drain,
-    /// Close with a reason.
-    Close(DisconnectCode, String),
+    /// Close with a reason; `graceful` as described in the module docs.
+    Close { code: DisconnectCode, message: String, graceful: bool },
 }
 
 /// Everything a connection task needs.
@@ -76,11 +96,15 @@ pub(crate) struct ConnTask {
     pub(crate) connection: Connection,
     pub(crate) shared: Arc<Shared>,
     pub(crate) stats: Arc<ConnStats>,
+    pub(crate) system: Arc<SystemQueue>,
     pub(crate) to_driver: mpsc::Sender<ConnEvent>,
     pub(crate) commands: futures::channel::mpsc::Receiver<ConnCommand>,
 }
 
-/// Handed to each inbound stream's task.
+/// Hands the remote's control stream, with its version, to the connection task.
+pub(crate) type ControlHandoff = oneshot::Sender<(Stream, u16)>;
+
+/// Handed to each inbound stream's task, and to the lanes' readers.
 #[derive(Clone)]
 pub(crate) struct StreamCtx {
     pub(crate) conn: ConnId,
@@ -88,97 +112,393 @@ pub(crate) struct StreamCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) to_driver: mpsc::Sender<ConnEvent>,
-    pub(crate) limiter: Option<Arc<RateLimiter>>,
+    pub(crate) limits: Arc<ReadLimits>,
     /// Where the remote's control stream goes (inbound connections); taken once.
-    pub(crate) control: Arc<Mutex<Option<oneshot::Sender<Stream>>>>,
+    pub(crate) control: Arc<Mutex<Option<ControlHandoff>>>,
+    /// Where the remote's message stream goes.
+    pub(crate) messages: mpsc::Sender<Stream>,
 }
 
 impl ConnTask {
     /// Runs the connection to its end. One-off phases (setting up the control stream, closing)
     /// run as boxed futures so the long-lived state machine of an idle connection stays small.
     pub(crate) async fn run(self) {
-        let Self { conn, peer, connection, shared, stats, to_driver, mut commands } = self;
+        let Self { conn, peer, connection, shared, stats, system, to_driver, mut commands } = self;
         let Connection { muxer, info } = connection;
         let direction = info.direction;
         drop(info);
-        let limiter = shared.config.recv_rate_limit.map(|rate| Arc::new(RateLimiter::new(rate)));
         let (control_tx, control_rx) = oneshot::channel();
+        let (messages_tx, mut messages_rx) = mpsc::channel(1);
         let ctx = StreamCtx {
             conn,
             peer,
             shared: shared.clone(),
-            stats: stats.clone(),
+            stats,
             to_driver: to_driver.clone(),
-            limiter: limiter.clone(),
+            limits: Arc::new(ReadLimits::new(&shared.config)),
             control: Arc::new(Mutex::new(Some(control_tx))),
+            messages: messages_tx,
         };
-        let acceptor = inbound::accept_loop(muxer.clone(), ctx);
+        let acceptor = inbound::accept_loop(muxer.clone(), ctx.clone());
         tokio::pin!(acceptor);
-        let setup_timeout = shared.config.tcp.noise.handshake_timeout;
-        let control = Box::pin(control_stream(
-            &muxer,
-            direction,
-            control_rx,
-            setup_timeout,
-            acceptor.as_mut(),
-        ))
-        .await;
-        let reason = match control {
+        let setup =
+            Box::pin(control_stream(&muxer, direction, control_rx, &ctx, acceptor.as_mut()));
+        let reason = match setup.await {
             Ok(stream) => {
-                let (rd, wr) = tokio::io::split(stream);
-                let hello = direction == Direction::Outbound;
-                // Boxed: each is sized exactly, and the outer state machine holds two pointers.
-                let mut reader =
-                    Box::pin(control::read_loop(rd, conn, &shared, &stats, &to_driver, limiter));
-                let mut writer = Box::pin(control::write_loop(wr, &mut commands, hello, &stats));
-                let mut writer_done = false;
-                loop {
-                    tokio::select! {
-                        reason = &mut reader => break reason,
-                        exit = &mut writer, if !writer_done => match exit {
-                            control::WriterExit::Drained => writer_done = true,
-                            control::WriterExit::Closed(code) => {
-                                // Give the remote a moment to read our goodbye and finish.
-                                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
-                                break Reason::Local(code);
-                            }
-                            control::WriterExit::Failed => break Reason::ConnectionLost,
-                        },
-                        () = &mut acceptor => break Reason::ConnectionLost,
-                    }
-                }
+                let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
+                lanes.run(stream, acceptor.as_mut(), &mut commands, &mut messages_rx).await
             }
             Err(reason) => reason,
         };
+        system.finish(None);
         tracing::debug!(%conn, peer = %peer, %reason, "connection closed");
+        let grace = shared.config.close_grace;
         Box::pin(async move {
-            let _ = tokio::time::timeout(CLOSE_GRACE, muxer.close()).await;
+            // Reported first: the lanes are done, and closing the muxer (flushing yamux's
+            // GoAway) may take its whole grace period on a peer that stopped reading.
             let _ = to_driver.send(ConnEvent::Closed { conn, reason }).await;
+            let _ = tokio::time::timeout(grace, muxer.close()).await;
         })
         .await;
     }
 }
 
-/// Gets the control stream: the dialler opens it, the listener waits for the remote's.
+/// Gets the control stream: the dialler opens it (its writer sends the hello), the listener
+/// waits for the remote's and checks its version.
 async fn control_stream(
     muxer: &MuxedConnection,
     direction: Direction,
-    control_rx: oneshot::Receiver<Stream>,
-    setup_timeout: Duration,
+    control_rx: oneshot::Receiver<(Stream, u16)>,
+    ctx: &StreamCtx,
     acceptor: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Stream, Reason> {
+    let setup_timeout = ctx.shared.config.setup_timeout;
     match direction {
         Direction::Outbound => tokio::select! {
-            stream = muxer.open_stream() => stream.map_err(|_| Reason::ConnectionLost),
-            () = acceptor => Err(Reason::ConnectionLost),
-        },
-        Direction::Inbound => tokio::select! {
-            stream = tokio::time::timeout(setup_timeout, control_rx) => match stream {
+            stream = tokio::time::timeout(setup_timeout, muxer.open_stream()) => match stream {
                 Ok(Ok(stream)) => Ok(stream),
                 Ok(Err(_)) => Err(Reason::ConnectionLost),
-                Err(_) => Err(Reason::ProtocolError("no control stream".into())),
+                Err(_) => Err(Reason::ProtocolError("could not open the control stream".into())),
             },
             () = acceptor => Err(Reason::ConnectionLost),
         },
+        Direction::Inbound => {
+            let (mut stream, version) = tokio::select! {
+                stream = tokio::time::timeout(setup_timeout, control_rx) => match stream {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(_)) => return Err(Reason::ConnectionLost),
+                    Err(_) => return Err(Reason::ProtocolError("no control stream".into())),
+                },
+                () = acceptor => return Err(Reason::ConnectionLost),
+            };
+            if version != CONTROL_VERSION {
+                let message =
+                    format!("control stream version {version}; this node speaks {CONTROL_VERSION}");
+                let goodbye = control::goodbye(DisconnectCode::UNSUPPORTED_VERSION, &message);
+                let stall = ctx.shared.config.close_grace;
+                let _ = tokio::time::timeout(stall, async {
+                    stream.write_all(&goodbye.to_bytes()).await?;
+                    stream.shutdown().await
+                })
+                .await;
+                return Err(Reason::ProtocolError(message));
+            }
+            Ok(stream)
+        }
+    }
+}
+
+/// The lanes of an established connection.
+struct Lanes<'a> {
+    ctx: &'a StreamCtx,
+    muxer: &'a MuxedConnection,
+    system: &'a SystemQueue,
+    direction: Direction,
+}
+
+/// A close in progress.
+struct Closing {
+    reason: Reason,
+    deadline: Instant,
+    /// The frame to write after the message lane is done (`None`: answering a goodbye).
+    goodbye: Option<Frame>,
+    /// Whether the system queue was finished (the goodbye handed to its writer).
+    finished: bool,
+    /// A fast close ends once the goodbye is written; a graceful one also waits for the
+    /// remote to finish its lanes.
+    fast: bool,
+    /// The muxer ended: only buffered data can still be read.
+    ended: bool,
+}
+
+/// Polls an optional future; pending while there is none.
+async fn optional<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Lanes<'_> {
+    /// Runs the lanes until the connection ends; returns why.
+    async fn run(
+        &self,
+        stream: Stream,
+        mut acceptor: Pin<&mut impl Future<Output = ()>>,
+        commands: &mut futures::channel::mpsc::Receiver<ConnCommand>,
+        messages_rx: &mut mpsc::Receiver<Stream>,
+    ) -> Reason {
+        let ctx = self.ctx;
+        let config = &ctx.shared.config;
+        let stall = config.write_stall_timeout;
+        let (rd, wr) = tokio::io::split(stream);
+        let hello = (self.direction == Direction::Outbound).then(|| {
+            Frame::message(
+                Opcode::CONTROL_STREAM,
+                ControlHello { version: CONTROL_VERSION }.encode(),
+            )
+        });
+        // Boxed: each is sized exactly, and the outer state machine holds pointers.
+        let mut sys_rd =
+            Some(Box::pin(control::read_system(FrameReader::new(rd, SYSTEM_FRAME_CAP), ctx)));
+        let mut sys_wr =
+            Some(Box::pin(control::write_system(wr, self.system, &ctx.stats, stall, hello)));
+        let mut msg_wr = None;
+        let mut msg_stop = CancellationToken::new();
+        let mut activated = false;
+        let mut msg_rd = None;
+        let mut remote_messages = false;
+        let mut closing: Option<Closing> = None;
+        let mut commands_done = false;
+        let mut accepting_done = false;
+        loop {
+            tokio::select! {
+                command = commands.next(), if !commands_done => match command {
+                    Some(ConnCommand::Activate(queue)) => {
+                        if closing.is_none() && !activated {
+                            activated = true;
+                            msg_stop = CancellationToken::new();
+                            msg_wr = Some(Box::pin(messages::write_messages(
+                                self.muxer.clone(),
+                                queue,
+                                msg_stop.clone(),
+                                &ctx.stats,
+                                stall,
+                            )));
+                        }
+                    }
+                    Some(ConnCommand::Drain) => {
+                        let deadline = config.peers.drain_timeout + config.close_grace;
+                        self.close(&mut closing, &mut msg_wr, Reason::Local(DisconnectCode::DUPLICATE),
+                            Some(control::goodbye(DisconnectCode::DUPLICATE, "")), Some(deadline));
+                    }
+                    Some(ConnCommand::Close { code, message, graceful }) => {
+                        let goodbye = Some(control::goodbye(code, &message));
+                        let grace = graceful.then_some(config.close_grace);
+                        self.close(&mut closing, &mut msg_wr, Reason::Local(code), goodbye, grace);
+                    }
+                    None => {
+                        // The driver is gone.
+                        commands_done = true;
+                        let goodbye = Some(control::goodbye(DisconnectCode::SHUTDOWN, ""));
+                        self.close(&mut closing, &mut msg_wr, Reason::Local(DisconnectCode::SHUTDOWN), goodbye, None);
+                    }
+                },
+                end = optional(&mut sys_rd) => {
+                    sys_rd = None;
+                    match end {
+                        control::ReadEnd::Goodbye(goodbye) => {
+                            let code = goodbye.code;
+                            if ctx.to_driver.send(ConnEvent::Goodbye { conn: ctx.conn, code }).await.is_err() {
+                                return Reason::Local(DisconnectCode::SHUTDOWN);
+                            }
+                            // Answered by finishing our lanes (no goodbye of our own). During a
+                            // close of our own (both sides closing at once) ours goes on.
+                            let reason = Reason::Remote { code, message: goodbye.message };
+                            match &mut closing {
+                                None => self.close(&mut closing, &mut msg_wr, reason, None, Some(config.close_grace)),
+                                // The muxer ended with the goodbye still buffered: that is why.
+                                Some(c) if c.ended => c.reason = reason,
+                                Some(_) => {}
+                            }
+                        }
+                        control::ReadEnd::Eof if closing.is_some() => {}
+                        control::ReadEnd::Eof => return Reason::ConnectionLost,
+                        control::ReadEnd::Failed(reason) => {
+                            if let Some(reason) = self.fail(&mut closing, &mut msg_wr, reason) {
+                                return reason;
+                            }
+                        }
+                    }
+                }
+                end = optional(&mut sys_wr) => {
+                    sys_wr = None;
+                    match end {
+                        control::WriteEnd::Finished => {}
+                        control::WriteEnd::Failed(_) if closing.as_ref().is_some_and(|c| c.ended) => {}
+                        control::WriteEnd::Failed(fault) => {
+                            return closing.map_or_else(|| write_fault(fault), |c| c.reason);
+                        }
+                    }
+                }
+                end = optional(&mut msg_wr) => {
+                    msg_wr = None;
+                    match end {
+                        LaneEnd::Finished => {}
+                        LaneEnd::WriteFailed(_) if closing.as_ref().is_some_and(|c| c.ended) => {}
+                        LaneEnd::WriteFailed(fault) => {
+                            return closing.map_or_else(|| write_fault(fault), |c| c.reason);
+                        }
+                        LaneEnd::Failed(reason) => {
+                            if let Some(reason) = self.fail(&mut closing, &mut msg_wr, reason) {
+                                return reason;
+                            }
+                        }
+                    }
+                }
+                end = optional(&mut msg_rd) => {
+                    msg_rd = None;
+                    match end {
+                        LaneEnd::Finished => {}
+                        LaneEnd::WriteFailed(_) => {
+                            if let Some(c) = closing { return c.reason }
+                        }
+                        LaneEnd::Failed(reason) => {
+                            if let Some(reason) = self.fail(&mut closing, &mut msg_wr, reason) {
+                                return reason;
+                            }
+                        }
+                    }
+                }
+                stream = messages_rx.recv() => {
+                    let Some(stream) = stream else { return Reason::ConnectionLost };
+                    if remote_messages {
+                        let reason = Reason::ProtocolError("a second message stream".into());
+                        if let Some(reason) = self.fail(&mut closing, &mut msg_wr, reason) {
+                            return reason;
+                        }
+                    } else {
+                        remote_messages = true;
+                        msg_rd = Some(Box::pin(messages::read_messages(stream, ctx)));
+                    }
+                }
+                () = &mut acceptor, if !accepting_done => {
+                    // The muxer ended (the remote closed it, or it failed). What arrived before
+                    // stays readable: let the readers drain it (a goodbye may be in there),
+                    // briefly; nothing can be written any more.
+                    accepting_done = true;
+                    msg_wr = None;
+                    let deadline = Instant::now() + config.close_grace;
+                    match &mut closing {
+                        Some(c) => {
+                            c.ended = true;
+                            c.deadline = c.deadline.min(deadline);
+                        }
+                        None => {
+                            closing = Some(Closing {
+                                reason: Reason::ConnectionLost,
+                                deadline,
+                                goodbye: None,
+                                finished: false,
+                                fast: false,
+                                ended: true,
+                            });
+                        }
+                    }
+                }
+                () = sleep_until(closing.as_ref().map(|c| c.deadline)) => {
+                    return closing.map_or(Reason::ConnectionLost, |c| c.reason);
+                }
+            }
+            if let Some(c) = &mut closing {
+                msg_stop.cancel();
+                if msg_wr.is_none() && !c.finished {
+                    c.finished = true;
+                    self.system.finish(c.goodbye.take());
+                }
+                let lanes_done = sys_rd.is_none() && msg_rd.is_none();
+                if sys_wr.is_none() && (c.fast || lanes_done) {
+                    return c.reason.clone();
+                }
+            }
+        }
+    }
+
+    /// Starts closing, or speeds up a close in progress. `grace: Some` is a graceful close
+    /// within that time; `None` a fast one.
+    fn close<F>(
+        &self,
+        closing: &mut Option<Closing>,
+        msg_wr: &mut Option<F>,
+        reason: Reason,
+        goodbye: Option<Frame>,
+        grace: Option<Duration>,
+    ) {
+        let fast_deadline = Instant::now() + self.ctx.shared.config.close_grace;
+        match closing {
+            Some(c) if grace.is_some() => {
+                // Another graceful close (the manager drains what the remote already closes):
+                // the close in progress goes on, within the earlier deadline.
+                if let Some(grace) = grace {
+                    c.deadline = c.deadline.min(Instant::now() + grace);
+                }
+            }
+            Some(c) => {
+                // A fast close during a graceful one: stop waiting for the message lane.
+                *msg_wr = None;
+                c.deadline = c.deadline.min(fast_deadline);
+                c.fast = true;
+            }
+            None => {
+                let deadline = match grace {
+                    Some(grace) => Instant::now() + grace,
+                    None => {
+                        *msg_wr = None;
+                        fast_deadline
+                    }
+                };
+                let fast = grace.is_none();
+                *closing = Some(Closing {
+                    reason,
+                    deadline,
+                    goodbye,
+                    finished: false,
+                    fast,
+                    ended: false,
+                });
+            }
+        }
+    }
+
+    /// A lane failed: a protocol error closes fast with `DISCONNECT` (returns `None`);
+    /// anything else (the connection broke, the node is stopping) ends at once (`Some`).
+    fn fail<F>(
+        &self,
+        closing: &mut Option<Closing>,
+        msg_wr: &mut Option<F>,
+        reason: Reason,
+    ) -> Option<Reason> {
+        let Reason::ProtocolError(detail) = &reason else {
+            return Some(closing.take().map_or(reason, |c| c.reason));
+        };
+        tracing::debug!(conn = %self.ctx.conn, %detail, "protocol error");
+        // Already closing: the first reason stays, and the close speeds up.
+        let goodbye = control::goodbye(DisconnectCode::PROTOCOL_ERROR, detail);
+        self.close(closing, msg_wr, reason, Some(goodbye), None);
+        None
+    }
+}
+
+fn write_fault(fault: frames::WriteFault) -> Reason {
+    match fault {
+        frames::WriteFault::Io => Reason::ConnectionLost,
+        frames::WriteFault::Stalled => Reason::Local(DisconnectCode::STALLED),
     }
 }

@@ -6,13 +6,16 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, Opcode};
-use sinew_peers::{Action, ConnId, DialFailure, Established, Reason as PeersReason};
+use sinew_peers::{
+    Action, ConnId, DialFailure, Established, Reason as PeersReason, RemoteDisconnect,
+};
 use sinew_protocol::{PeerInfo, Reason, RequestFailure, Response};
 use sinew_transport::{Connection, Incoming};
 use sinew_types::PeerId;
 
 use super::Driver;
 use super::core::ConnEntry;
+use crate::conn::system::SystemQueue;
 use crate::conn::{ConnCommand, ConnEvent, ConnTask};
 use crate::error::DialError;
 use crate::events::Event;
@@ -20,8 +23,8 @@ use crate::queue::PeerQueue;
 use crate::shared::PeerSlot;
 use crate::stats::ConnStats;
 
-/// Commands waiting for a connection task.
-const CONN_COMMAND_CAPACITY: usize = 32;
+/// Commands waiting for a connection task (activate, drain, close: few per connection).
+const CONN_COMMAND_CAPACITY: usize = 8;
 
 fn disconnect_code(reason: PeersReason) -> DisconnectCode {
     match reason {
@@ -34,6 +37,12 @@ fn disconnect_code(reason: PeersReason) -> DisconnectCode {
         PeersReason::Removed => DisconnectCode::REMOVED,
         _ => DisconnectCode::PROTOCOL_ERROR,
     }
+}
+
+/// Whether a close for this reason delivers what was already written first: every close but
+/// those where the remote is unresponsive or not who it should be.
+fn graceful(reason: PeersReason) -> bool {
+    !matches!(reason, PeersReason::PingTimeout | PeersReason::UnexpectedPeer)
 }
 
 impl Driver {
@@ -61,7 +70,11 @@ impl Driver {
             }
             Action::Close { conn, reason } => {
                 if let Some(entry) = self.core.conns.get(&conn) {
-                    entry.command(ConnCommand::Close(disconnect_code(reason), reason.to_string()));
+                    entry.command(ConnCommand::Close {
+                        code: disconnect_code(reason),
+                        message: reason.to_string(),
+                        graceful: graceful(reason),
+                    });
                 } else if let Some(task) = self.core.pending.remove(&conn) {
                     task.abort();
                     self.core.peers.connection_closed(conn, self.core.now);
@@ -74,16 +87,16 @@ impl Driver {
             }
             Action::SendPing { conn, nonce } => {
                 let id = self.core.shared.next_request_id();
-                if let Some(entry) = self.core.conns.get(&conn) {
-                    let frame = Frame::new(
-                        Opcode::PING,
-                        FrameKind::Request { id },
-                        Bytes::copy_from_slice(&nonce.to_le_bytes()),
-                    );
-                    // A full command channel drops the ping; the deadline counts it as missed.
-                    if entry.try_command(ConnCommand::Direct(frame)) {
-                        self.core.pings.insert(id, (conn, nonce));
-                    }
+                let frame = Frame::new(
+                    Opcode::PING,
+                    FrameKind::Request { id },
+                    Bytes::copy_from_slice(&nonce.to_le_bytes()),
+                );
+                // A full system lane drops the ping; the deadline counts it as missed.
+                if self.core.send_system(conn, frame).is_ok() {
+                    // At most one liveness ping is outstanding per connection.
+                    self.core.pings.retain(|(c, _), _| *c != conn);
+                    self.core.pings.insert((conn, id), nonce);
                 }
             }
             Action::PeerConnected { peer, conn, direction: _ } => self.peer_connected(peer, conn),
@@ -117,7 +130,12 @@ impl Driver {
         }
         let queue = queue.clone();
         entry.command(ConnCommand::Activate(queue.clone()));
-        let slot = PeerSlot { queue, muxer: entry.muxer.clone(), stats: entry.stats.clone() };
+        let slot = PeerSlot {
+            queue,
+            muxer: entry.muxer.clone(),
+            stats: entry.stats.clone(),
+            system: entry.system.clone(),
+        };
         self.core.shared.peers.write().unwrap_or_else(|e| e.into_inner()).insert(peer, slot);
         if let Some(info) = self.core.info.get_mut(&peer) {
             info.remote_addr = entry.remote_addr.clone();
@@ -217,6 +235,14 @@ impl Driver {
                 }
             }
             ConnEvent::Frame { conn, frame } => self.on_frame(conn, frame),
+            ConnEvent::Goodbye { conn, code } => {
+                let kind = if code == DisconnectCode::DUPLICATE {
+                    RemoteDisconnect::Duplicate
+                } else {
+                    RemoteDisconnect::Other
+                };
+                self.core.peers.disconnect_received(conn, kind, now);
+            }
             ConnEvent::Activity { conn, kind } => match kind {
                 crate::conn::Activity::Traffic => self.core.peers.activity(conn, now),
                 crate::conn::Activity::StreamOpened => self.core.peers.stream_opened(conn, now),
@@ -226,7 +252,8 @@ impl Driver {
                 if let Some(entry) = self.core.conns.remove(&conn) {
                     self.core.close_reasons.insert(entry.peer, reason);
                 }
-                self.core.pings.retain(|_, (c, _)| *c != conn);
+                self.core.pings.retain(|(c, _), _| *c != conn);
+                self.fail_user_pings(|c| c == conn);
                 self.core.peers.connection_closed(conn, now);
             }
         }
@@ -234,10 +261,19 @@ impl Driver {
 
     /// A connection finished its handshake: start its task, then let the manager decide.
     fn established(&mut self, conn: ConnId, connection: Connection) {
-        if self.shutdown.is_some() {
+        let pending = self
+            .core
+            .peers
+            .connection(conn)
+            .is_some_and(|view| view.state == sinew_peers::ConnState::Pending);
+        if !pending || self.shutdown.is_some() {
+            // The manager closed it while its handshake finished (a Close raced the result):
+            // no task, no zombie. A connection the manager still counts is reported closed.
             let muxer = connection.muxer.clone();
             tokio::spawn(async move { muxer.close().await });
-            self.core.peers.connection_closed(conn, self.core.now);
+            if self.core.peers.connection(conn).is_some() {
+                self.core.peers.connection_closed(conn, self.core.now);
+            }
             return;
         }
         let shared = self.core.shared.clone();
@@ -249,16 +285,18 @@ impl Driver {
         let (commands_tx, commands_rx) = futures::channel::mpsc::channel(CONN_COMMAND_CAPACITY);
         let info = connection.info.clone();
         let muxer = connection.muxer.clone();
+        let system = Arc::new(SystemQueue::new(shared.config.system_lane_bytes));
         let task = ConnTask {
             conn,
             peer: info.peer,
             connection,
             shared,
             stats: stats.clone(),
+            system: system.clone(),
             to_driver: self.conn_events_tx.clone(),
             commands: commands_rx,
         };
-        tokio::spawn(task.run());
+        let task = tokio::spawn(task.run()).abort_handle();
         if info.direction == sinew_types::Direction::Outbound {
             self.core.remember_addr(info.peer, info.remote_addr.clone());
         }
@@ -270,6 +308,8 @@ impl Driver {
             commands: commands_tx,
             stats,
             muxer,
+            system,
+            task,
         };
         self.core.conns.insert(conn, Box::new(entry));
         self.core.peers.handshake_succeeded(conn, established, self.core.now);
@@ -314,5 +354,43 @@ impl Driver {
             }
             self.fail_request(id, RequestFailure::Timeout);
         }
+        while let Some(&(at, conn, id)) = self.core.user_ping_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.core.user_ping_deadlines.pop_first();
+            if let Some(ping) = self.core.user_pings.remove(&(conn, id)) {
+                let _ = ping.reply.send(Err(crate::RequestError::Timeout));
+            }
+        }
+    }
+
+    /// Fails the application pings of the connections `which` picks.
+    pub(super) fn fail_user_pings(&mut self, which: impl Fn(ConnId) -> bool) {
+        let ids: Vec<(ConnId, u64)> =
+            self.core.user_pings.keys().filter(|(c, _)| which(*c)).copied().collect();
+        for key in ids {
+            if let Some(ping) = self.core.user_pings.remove(&key) {
+                self.core.user_ping_deadlines.remove(&(ping.deadline, key.0, key.1));
+                let _ = ping.reply.send(Err(crate::RequestError::Disconnected));
+            }
+        }
+    }
+
+    /// Closes the connections whose remote asked faster than it read the answers.
+    pub(super) fn close_flooded(&mut self) -> bool {
+        let flooded = std::mem::take(&mut self.core.flooded);
+        let any = !flooded.is_empty();
+        for conn in flooded {
+            if let Some(entry) = self.core.conns.get(&conn) {
+                tracing::debug!(%conn, "system lane overflowed: closing for flooding");
+                entry.command(ConnCommand::Close {
+                    code: DisconnectCode::FLOODING,
+                    message: "requests came faster than their answers were read".into(),
+                    graceful: false,
+                });
+            }
+        }
+        any
     }
 }

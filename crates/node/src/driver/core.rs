@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use sinew_codec::{Frame, Opcode, OpcodeRange};
+use sinew_codec::{Frame, FrameKind, Opcode, OpcodeRange};
 use sinew_peers::{ConnId, PeerManager};
 use sinew_protocol::{
     Command as ProtocolCommand, Host, PeerInfo, ProtocolId, RequestId, SendError, TimerId,
@@ -15,8 +15,9 @@ use sinew_transport::MuxedConnection;
 use sinew_types::{Addr, PeerId};
 use tokio::sync::oneshot;
 
+use crate::conn::system::SystemQueue;
 use crate::conn::{ConnCommand, outbound};
-use crate::error::DialError;
+use crate::error::{DialError, RequestError};
 use crate::queue::PeerQueue;
 use crate::shared::Shared;
 use crate::stats::ConnStats;
@@ -33,6 +34,10 @@ pub(crate) struct ConnEntry {
     pub(crate) commands: futures::channel::mpsc::Sender<ConnCommand>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) muxer: MuxedConnection,
+    /// Its system lane.
+    pub(crate) system: Arc<SystemQueue>,
+    /// Its task, aborted if it outlives shutdown's grace period.
+    pub(crate) task: tokio::task::AbortHandle,
 }
 
 impl ConnEntry {
@@ -50,11 +55,14 @@ impl ConnEntry {
             });
         }
     }
+}
 
-    /// Sends a command only if there is room now (pings: a dropped one counts as missed).
-    pub(crate) fn try_command(&self, command: ConnCommand) -> bool {
-        self.commands.clone().try_send(command).is_ok()
-    }
+/// A ping the application asked for (`Node::ping`), waiting for its pong.
+pub(crate) struct UserPing {
+    pub(crate) payload: [u8; 8],
+    pub(crate) sent_at: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) reply: oneshot::Sender<Result<Duration, RequestError>>,
 }
 
 /// A request a protocol made.
@@ -85,8 +93,15 @@ pub(crate) struct Core {
     pub(crate) queues: BTreeMap<PeerId, Arc<PeerQueue>>,
     pub(crate) requests: BTreeMap<u64, ProtocolRequest>,
     pub(crate) request_deadlines: BTreeSet<(Instant, u64)>,
-    /// Liveness pings in flight: request id -> (connection, nonce).
-    pub(crate) pings: BTreeMap<u64, (ConnId, u64)>,
+    /// Liveness pings in flight: (connection, request id) -> nonce (the payload echoed).
+    pub(crate) pings: BTreeMap<(ConnId, u64), u64>,
+    /// Application pings in flight, by (connection, request id), and their deadlines.
+    pub(crate) user_pings: BTreeMap<(ConnId, u64), UserPing>,
+    pub(crate) user_ping_deadlines: BTreeSet<(Instant, ConnId, u64)>,
+    /// The connection of the frame being handled: replies on the system lane go back on it.
+    pub(crate) replying_to: Option<(PeerId, ConnId)>,
+    /// Connections whose remote flooded the system lane, to close after this round.
+    pub(crate) flooded: Vec<ConnId>,
     pub(crate) timers: BTreeSet<(Instant, TimerId, ProtocolId)>,
     pub(crate) timer_at: BTreeMap<TimerId, Instant>,
     next_timer: u64,
@@ -116,6 +131,10 @@ impl Core {
             requests: BTreeMap::new(),
             request_deadlines: BTreeSet::new(),
             pings: BTreeMap::new(),
+            user_pings: BTreeMap::new(),
+            user_ping_deadlines: BTreeSet::new(),
+            replying_to: None,
+            flooded: Vec::new(),
             timers: BTreeSet::new(),
             timer_at: BTreeMap::new(),
             next_timer: 1,
@@ -143,8 +162,10 @@ impl Core {
         addrs.truncate(BOOK_ADDRS_PER_PEER);
     }
 
-    /// Queues a frame for a connected peer without waiting. Frames above the control cap go
-    /// on a stream of their own.
+    /// Queues a frame for a connected peer without waiting. System frames go on the system
+    /// lane of the peer's active connection, or, for a reply, of the connection the request
+    /// came on; application frames go to the peer queue, and those above the control cap on a
+    /// stream of their own.
     pub(crate) fn queue_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
         if self.shared.is_shutting_down() {
             return Err(SendError::ShuttingDown);
@@ -153,18 +174,40 @@ impl Core {
         if frame.opcode.is_app() && !info.authorized {
             return Err(SendError::Unauthorized);
         }
-        if frame.encoded_len() > self.shared.config.control_frame_cap {
+        if frame.is_system() {
+            let reply = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. });
+            let conn = match self.replying_to {
+                Some((p, conn)) if reply && p == *peer && self.conns.contains_key(&conn) => conn,
+                _ => self.peers.active_connection(peer).ok_or(SendError::NotConnected)?,
+            };
+            return self.send_system(conn, frame);
+        }
+        if frame.payload.len() > self.shared.config.control_frame_cap {
             let slot = self.shared.peer(peer).ok_or(SendError::NotConnected)?;
             return outbound::try_send_large(&self.shared, slot, frame);
         }
         self.queues.get(peer).ok_or(SendError::NotConnected)?.try_push(frame)
     }
 
+    /// Queues a system frame on one connection. An answer to the remote (a response or an
+    /// error) that does not fit means the remote asks faster than it reads: the connection is
+    /// closed with `FLOODING` (after this round). A frame of our own is refused with `Full`.
+    pub(crate) fn send_system(&mut self, conn: ConnId, frame: Frame) -> Result<(), SendError> {
+        let Some(entry) = self.conns.get(&conn) else { return Err(SendError::NotConnected) };
+        let answer = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. });
+        let result = entry.system.try_push(frame);
+        if result == Err(SendError::Full) && answer && !self.flooded.contains(&conn) {
+            self.flooded.push(conn);
+        }
+        result
+    }
+
     /// The earliest deadline of timers and protocol requests.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _, _)| *at);
         let request = self.request_deadlines.first().map(|(at, _)| *at);
-        [timer, request, self.peers.poll_timeout()].into_iter().flatten().min()
+        let ping = self.user_ping_deadlines.first().map(|(at, _, _)| *at);
+        [timer, request, ping, self.peers.poll_timeout()].into_iter().flatten().min()
     }
 }
 

@@ -3,15 +3,15 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use sinew_codec::messages::{Disconnect, DisconnectCode, MessageBody as _};
 use sinew_codec::{Frame, FrameKind, Opcode, Status};
-use sinew_peers::{ConnId, RemoteDisconnect};
+use sinew_peers::ConnId;
 use sinew_protocol::{
     Command as ProtocolCommand, Handled, Message, RequestFailure, RequestId, Response,
 };
 use sinew_types::PeerId;
 
 use super::Driver;
+use super::core::UserPing;
 use crate::RequestError;
 use crate::events::Event;
 use crate::state::{NetworkState, PeerState};
@@ -22,78 +22,89 @@ impl Driver {
         let Some(entry) = self.core.conns.get(&conn) else { return };
         let peer = entry.peer;
         let authorized = entry.stats.is_authorized();
-        if frame.opcode == Opcode::DISCONNECT {
-            let code = Disconnect::decode(frame.payload)
-                .map_or(DisconnectCode::PROTOCOL_ERROR, |d| d.code);
-            let kind = if code == DisconnectCode::DUPLICATE {
-                RemoteDisconnect::Duplicate
-            } else {
-                RemoteDisconnect::Other
-            };
-            self.core.peers.disconnect_received(conn, kind, self.core.now);
-            return;
-        }
         if frame.opcode.is_app() {
             self.core.peers.activity(conn, self.core.now);
         }
         match frame.kind {
             FrameKind::Response { id } => {
-                self.on_response(peer, id, frame.opcode, Ok(frame.payload))
+                self.on_response(peer, conn, id, frame.opcode, Ok(frame.payload))
             }
             FrameKind::Error { id, status } => {
-                self.on_response(peer, id, frame.opcode, Err(status))
+                self.on_response(peer, conn, id, frame.opcode, Err(status))
             }
             kind => {
                 if frame.opcode.is_app() && !authorized {
-                    self.reply_error(peer, frame.opcode, kind, Status::UNAUTHORIZED);
+                    self.reply_error(conn, frame.opcode, kind, Status::UNAUTHORIZED);
                     return;
                 }
                 let Some(protocol) = self.core.route(frame.opcode) else {
-                    self.reply_error(peer, frame.opcode, kind, Status::UNKNOWN_OPCODE);
+                    self.reply_error(conn, frame.opcode, kind, Status::UNKNOWN_OPCODE);
                     return;
                 };
                 let msg = Message { peer, opcode: frame.opcode, kind, payload: frame.payload };
                 let mut handled = Handled::No;
+                // System-lane replies the protocol makes go back on this connection.
+                self.core.replying_to = Some((peer, conn));
                 self.call(protocol, |p, ctx| handled = p.on_message(ctx, msg));
+                self.core.replying_to = None;
                 match (handled, kind) {
                     (Handled::Yes, FrameKind::Acked { id }) => {
                         let ack = Frame::new(Opcode::ACK, FrameKind::Response { id }, Bytes::new());
-                        let _ = self.core.queue_frame(&peer, ack);
+                        let _ = self.core.send_system(conn, ack);
                     }
                     (Handled::Yes, _) => {}
                     (Handled::No, kind) => {
-                        self.reply_error(peer, frame.opcode, kind, Status::UNKNOWN_OPCODE)
+                        self.reply_error(conn, frame.opcode, kind, Status::UNKNOWN_OPCODE)
                     }
                 }
             }
         }
     }
 
-    /// Answers a frame nobody could take. Error frames are never answered (no loops); a
-    /// message without an id is answered with id 0.
-    fn reply_error(&mut self, peer: PeerId, opcode: Opcode, kind: FrameKind, status: Status) {
+    /// Answers a frame nobody could take, on the connection it came on. Error frames are never
+    /// answered (no loops); a message without an id is answered with id 0.
+    fn reply_error(&mut self, conn: ConnId, opcode: Opcode, kind: FrameKind, status: Status) {
         let id = match kind {
             FrameKind::Response { .. } | FrameKind::Error { .. } => return,
             other => other.id().unwrap_or(0),
         };
         let frame = Frame::new(opcode, FrameKind::Error { id, status }, Bytes::new());
-        if self.core.queue_frame(&peer, frame).is_err() {
-            tracing::debug!(%peer, %opcode, "could not queue an error reply");
+        if self.core.send_system(conn, frame).is_err() {
+            tracing::debug!(%conn, %opcode, "could not queue an error reply");
         }
     }
 
     fn on_response(
         &mut self,
         peer: PeerId,
+        conn: ConnId,
         id: u64,
         opcode: Opcode,
         result: Result<Bytes, Status>,
     ) {
-        if let Some((conn, nonce)) = self.core.pings.remove(&id) {
-            if result.is_ok() {
-                self.core.peers.pong(conn, nonce, self.core.now);
+        // Pings are matched by connection and id, and must echo their payload: no other
+        // connection or peer can answer them.
+        if opcode == Opcode::PONG {
+            if let Some(&nonce) = self.core.pings.get(&(conn, id)) {
+                if let Ok(payload) = &result
+                    && payload[..] == nonce.to_le_bytes()
+                {
+                    self.core.pings.remove(&(conn, id));
+                    self.core.peers.pong(conn, nonce, self.core.now);
+                }
+                return;
             }
-            return;
+            if let Some(ping) = self.core.user_pings.get(&(conn, id)) {
+                if let Ok(payload) = &result
+                    && payload[..] == ping.payload
+                    && let Some(ping) = self.core.user_pings.remove(&(conn, id))
+                {
+                    self.core.user_ping_deadlines.remove(&(ping.deadline, conn, id));
+                    let rtt = self.core.now.saturating_duration_since(ping.sent_at);
+                    let _ = ping.reply.send(Ok(rtt));
+                }
+                return;
+            }
         }
         if let Some(request) = self.core.requests.remove(&id) {
             if request.peer != peer {
@@ -122,6 +133,32 @@ impl Driver {
         if let (0, Err(status)) = (id, result) {
             self.core.shared.emit(Event::RemoteError { peer, opcode, status });
         }
+    }
+
+    /// Sends an application ping on the peer's active connection's system lane.
+    pub(super) fn user_ping(
+        &mut self,
+        peer: PeerId,
+        reply: tokio::sync::oneshot::Sender<Result<std::time::Duration, RequestError>>,
+    ) {
+        let Some(conn) = self.core.peers.active_connection(&peer) else {
+            let _ = reply.send(Err(RequestError::Send(sinew_protocol::SendError::NotConnected)));
+            return;
+        };
+        let id = self.core.shared.next_request_id();
+        let payload: [u8; 8] = rand::Rng::next_u64(&mut self.core.rng).to_le_bytes();
+        let frame =
+            Frame::new(Opcode::PING, FrameKind::Request { id }, Bytes::copy_from_slice(&payload));
+        if let Err(e) = self.core.send_system(conn, frame) {
+            let _ = reply.send(Err(RequestError::Send(e)));
+            return;
+        }
+        let now = self.core.now;
+        let deadline = now + self.core.shared.config.request_timeout;
+        self.core.user_ping_deadlines.insert((deadline, conn, id));
+        self.core
+            .user_pings
+            .insert((conn, id), UserPing { payload, sent_at: now, deadline, reply });
     }
 
     /// Applies what protocols queued. Returns whether there was anything.
@@ -204,6 +241,9 @@ impl Driver {
             inbound: counts.inbound,
             outbound: counts.outbound,
             pending_handshakes: counts.pending_handshakes,
+            pending_requests: self.core.shared.waiter_count()
+                + self.core.requests.len()
+                + self.core.user_pings.len(),
             nat: self.core.shared.nat_state(),
         }
     }

@@ -24,9 +24,6 @@ use crate::events::Event;
 use crate::shared::Shared;
 use crate::state::NetworkState;
 
-/// How long shutdown waits for connections to say goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
 /// From `Node` handles to the driver.
 pub(crate) enum Command {
     Dial {
@@ -51,6 +48,11 @@ pub(crate) enum Command {
     Disconnect {
         peer: PeerId,
         code: DisconnectCode,
+    },
+    /// An application ping on the system lane.
+    Ping {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<Duration, crate::RequestError>>,
     },
     Register {
         protocol: Box<dyn Protocol>,
@@ -176,6 +178,11 @@ impl Driver {
             let shutdown_at = self.shutdown.as_ref().map(|(_, at)| *at);
             let wake = [deadline, shutdown_at].into_iter().flatten().min();
             tokio::select! {
+                () = self.core.shared.stop.cancelled(), if self.shutdown.is_none() => {
+                    // The last `Node` handle was dropped (the command queue may be full).
+                    self.core.now = Instant::now();
+                    self.begin_shutdown(None);
+                }
                 command = self.commands.recv(), if self.shutdown.is_none() => match command {
                     Some(command) => {
                         self.core.now = Instant::now();
@@ -205,7 +212,8 @@ impl Driver {
         for _ in 0..10_000 {
             let peer_work = self.process_peer_actions();
             let protocol_work = self.process_protocol_commands();
-            if !peer_work && !protocol_work {
+            let flood_work = self.close_flooded();
+            if !peer_work && !protocol_work && !flood_work {
                 return;
             }
         }
@@ -245,6 +253,7 @@ impl Driver {
             }
             Command::Authorize { peer } => self.authorize(peer),
             Command::Disconnect { peer, code } => self.disconnect(peer, code),
+            Command::Ping { peer, reply } => self.user_ping(peer, reply),
             Command::Register { protocol, reply } => {
                 let result = self.add_protocol(protocol);
                 if let Ok(id) = result {
@@ -303,7 +312,11 @@ impl Driver {
         if let Some(conn) = self.core.peers.active_connection(&peer)
             && let Some(entry) = self.core.conns.get(&conn)
         {
-            entry.command(crate::conn::ConnCommand::Close(code, String::new()));
+            entry.command(crate::conn::ConnCommand::Close {
+                code,
+                message: String::new(),
+                graceful: true,
+            });
         }
     }
 
@@ -319,13 +332,21 @@ impl Driver {
         self.call_all(|p, ctx| p.on_stop(ctx));
         self.core.peers.shutdown(self.core.now);
         let (tx, _) = oneshot::channel();
-        self.shutdown = Some((reply.unwrap_or(tx), Instant::now() + SHUTDOWN_GRACE));
+        let grace = shared.config.shutdown_grace;
+        self.shutdown = Some((reply.unwrap_or(tx), Instant::now() + grace));
     }
 
     fn finish_shutdown(&mut self) {
         for (_, handle) in std::mem::take(&mut self.core.pending) {
             handle.abort();
         }
+        // Connections still closing after the grace period are aborted; dropping their muxers
+        // closes their sockets.
+        for (_, entry) in std::mem::take(&mut self.core.conns) {
+            entry.task.abort();
+            entry.system.finish(None);
+        }
+        self.fail_user_pings(|_| true);
         for queue in self.core.queues.values() {
             queue.close();
         }

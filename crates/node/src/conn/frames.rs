@@ -1,0 +1,174 @@
+//! Reading frames off a lane, and writing with a progress deadline.
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use sinew_codec::{Frame, FrameDecoder};
+use sinew_protocol::Reason;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::config::NodeConfig;
+use crate::stats::{ConnStats, RateLimiter};
+
+/// Receive buffer of an idle lane: the pings and small messages that usually come next fit.
+const IDLE_READ: usize = 256;
+
+/// The read rate limits of one connection, shared by all its readers.
+#[derive(Debug)]
+pub(crate) struct ReadLimits {
+    /// `NodeConfig::recv_rate_limit`, for shaping.
+    recv: Option<RateLimiter>,
+    /// The unauthorized read rate, made the first time an unauthorized peer's bytes arrive.
+    unauthorized: OnceLock<RateLimiter>,
+    unauthorized_rate: u64,
+}
+
+impl ReadLimits {
+    pub(crate) fn new(config: &NodeConfig) -> Self {
+        Self {
+            recv: config.recv_rate_limit.map(RateLimiter::new),
+            unauthorized: OnceLock::new(),
+            unauthorized_rate: config.unauthorized_rate,
+        }
+    }
+
+    /// Charges `n` bytes read and waits as long as the limits require.
+    pub(crate) async fn charge(&self, n: usize, stats: &ConnStats) {
+        stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(wait) = self.recv.as_ref().and_then(|l| l.throttle(n)) {
+            wait.await;
+        }
+        if !stats.is_authorized() {
+            let limiter =
+                self.unauthorized.get_or_init(|| RateLimiter::new(self.unauthorized_rate));
+            if let Some(wait) = limiter.throttle(n) {
+                wait.await;
+            }
+        }
+    }
+}
+
+/// Why a write ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFault {
+    /// The stream failed (reset, connection closed).
+    Io,
+    /// No byte was accepted for the write-stall timeout: the remote stopped reading.
+    Stalled,
+}
+
+/// Writes all of `buf`, each write making progress within `stall`.
+pub(crate) async fn write_all_timed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut buf: &[u8],
+    stall: Duration,
+) -> Result<(), WriteFault> {
+    while !buf.is_empty() {
+        let n = tokio::time::timeout(stall, w.write(buf))
+            .await
+            .map_err(|_| WriteFault::Stalled)?
+            .map_err(|_| WriteFault::Io)?;
+        if n == 0 {
+            return Err(WriteFault::Io);
+        }
+        buf = &buf[n..];
+    }
+    tokio::time::timeout(stall, w.flush())
+        .await
+        .map_err(|_| WriteFault::Stalled)?
+        .map_err(|_| WriteFault::Io)
+}
+
+/// Finishes the sending half within `stall`.
+pub(crate) async fn finish_timed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    stall: Duration,
+) -> Result<(), WriteFault> {
+    tokio::time::timeout(stall, w.shutdown())
+        .await
+        .map_err(|_| WriteFault::Stalled)?
+        .map_err(|_| WriteFault::Io)
+}
+
+/// Decodes frames from one lane. Its buffer grows with the bytes that arrived (never with a
+/// claimed length: see [`FrameDecoder::read_hint`]) and is released whenever it is empty; a
+/// partial frame must make progress within the stall timeout.
+pub(crate) struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    /// The payload cap for an authorized peer.
+    cap: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader of frames with payloads up to `cap` (an unauthorized peer's cap is lower).
+    pub(crate) fn new(rd: R, cap: usize) -> Self {
+        Self { rd, buf: BytesMut::new(), decoder: FrameDecoder::new(cap), cap }
+    }
+
+    /// The stream being read.
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.rd
+    }
+
+    /// The next frame; `None` at a clean end of the stream.
+    pub(crate) async fn next(
+        &mut self,
+        config: &NodeConfig,
+        stats: &ConnStats,
+        limits: &ReadLimits,
+    ) -> Result<Option<Frame>, Reason> {
+        loop {
+            // The unauthorized cap applies in the decoder: an oversize header is refused
+            // before anything is buffered for it.
+            let cap = if stats.is_authorized() {
+                self.cap
+            } else {
+                self.cap.min(config.unauthorized_frame_cap)
+            };
+            if self.decoder.max_payload() != cap {
+                self.decoder.set_max_payload(cap);
+            }
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(e) => return Err(Reason::ProtocolError(e.to_string())),
+            }
+            if self.buf.is_empty() {
+                // Idle lanes hold no receive buffer; this read allocates a small one.
+                self.buf = BytesMut::new();
+                self.buf.reserve(IDLE_READ);
+                let n =
+                    self.rd.read_buf(&mut self.buf).await.map_err(|_| Reason::ConnectionLost)?;
+                if n == 0 {
+                    self.buf = BytesMut::new();
+                    return Ok(None);
+                }
+                limits.charge(n, stats).await;
+            } else {
+                self.buf.reserve(self.decoder.read_hint(&self.buf));
+                let read = tokio::time::timeout(
+                    config.frame_stall_timeout,
+                    self.rd.read_buf(&mut self.buf),
+                )
+                .await;
+                let n = match read {
+                    Err(_) => {
+                        return Err(Reason::ProtocolError(
+                            "a partial frame made no progress".into(),
+                        ));
+                    }
+                    Ok(Err(_)) => return Err(Reason::ConnectionLost),
+                    Ok(Ok(0)) => {
+                        return Err(Reason::ProtocolError("stream ended inside a frame".into()));
+                    }
+                    Ok(Ok(n)) => n,
+                };
+                limits.charge(n, stats).await;
+            }
+        }
+    }
+}

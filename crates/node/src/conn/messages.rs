@@ -1,0 +1,148 @@
+//! Message streams: the application lane, one per sender per connection.
+//!
+//! A side opens its message stream when it first has application frames for a connection
+//! that carries its peer queue, writes `MESSAGE_STREAM` and then frames, and finishes it when
+//! the connection stops carrying the queue (a duplicate swap, a close). The receiver reads it
+//! to its end and then finishes its own half: that FIN tells the sender that every frame it
+//! wrote there was read. Only then does the sender's next connection start writing the queue
+//! (the queue's lane lease), so a sender's messages arrive in the order they were sent, even
+//! across a duplicate swap, whatever the order the two connections' bytes arrive in.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sinew_codec::messages::DisconnectCode;
+use sinew_codec::{DEFAULT_CONTROL_CAP, Frame, Opcode};
+use sinew_protocol::Reason;
+use sinew_transport::{MuxedConnection, Stream};
+use tokio::io::AsyncReadExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::frames::{FrameReader, WriteFault, finish_timed, write_all_timed};
+use super::{ConnEvent, StreamCtx};
+use crate::queue::PeerQueue;
+use crate::stats::ConnStats;
+
+/// Bytes of frames gathered into one write.
+pub(crate) const BATCH_BYTES: usize = 256 * 1024;
+
+/// How a message lane ended.
+#[derive(Debug)]
+pub(super) enum LaneEnd {
+    /// Done: the writer finished its stream and the remote confirmed (or it never opened
+    /// one); the reader read the remote's stream to its end and finished its half.
+    Finished,
+    /// A write failed or stalled.
+    WriteFailed(WriteFault),
+    /// The stream failed or the remote broke the protocol.
+    Failed(Reason),
+}
+
+/// Writes the peer queue on this connection until `stop`: waits for the queue's lane lease
+/// (the previous connection's writer holds it until the remote confirmed its last frames),
+/// opens the message stream at the first frame, writes batches of up to 256 KiB, and checks
+/// `stop` between batches. Then it finishes the stream and waits for the remote's FIN; the
+/// caller bounds that wait.
+pub(super) async fn write_messages(
+    muxer: MuxedConnection,
+    queue: Arc<PeerQueue>,
+    stop: CancellationToken,
+    stats: &ConnStats,
+    stall: Duration,
+) -> LaneEnd {
+    let lease = tokio::select! {
+        biased;
+        () = stop.cancelled() => return LaneEnd::Finished,
+        lease = queue.lease() => match lease {
+            Some(lease) => lease,
+            None => return LaneEnd::Finished, // the queue was closed: the peer is gone
+        },
+    };
+    let mut stream: Option<Stream> = None;
+    let mut batch = Vec::new();
+    let mut out = BytesMut::new();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        queue.pop_batch(BATCH_BYTES, &mut batch);
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = queue.ready() => continue,
+            }
+        }
+        if stream.is_none() {
+            match tokio::time::timeout(stall, muxer.open_stream()).await {
+                Ok(Ok(s)) => stream = Some(s),
+                Ok(Err(_)) => return LaneEnd::WriteFailed(WriteFault::Io),
+                Err(_) => return LaneEnd::WriteFailed(WriteFault::Stalled),
+            }
+            Frame::message(Opcode::MESSAGE_STREAM, Bytes::new()).encode(&mut out);
+        }
+        for frame in batch.drain(..) {
+            frame.encode(&mut out);
+            stats.msgs_out.fetch_add(1, Ordering::Relaxed);
+            if frame.opcode.is_app() {
+                stats.app_activity();
+            }
+        }
+        let Some(s) = stream.as_mut() else { unreachable!("opened above") };
+        if let Err(fault) = write_all_timed(s, &out, stall).await {
+            return LaneEnd::WriteFailed(fault);
+        }
+        stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+        out = BytesMut::new();
+        batch = Vec::new();
+    }
+    if let Some(mut s) = stream {
+        if let Err(fault) = finish_timed(&mut s, stall).await {
+            return LaneEnd::WriteFailed(fault);
+        }
+        // The remote finishes its half once it has read ours to the end.
+        let mut scratch = [0u8; 16];
+        match s.read(&mut scratch).await {
+            Ok(0) => {}
+            Ok(_) => {
+                return LaneEnd::Failed(Reason::ProtocolError(
+                    "data on the receiving half of a message stream".into(),
+                ));
+            }
+            Err(_) => return LaneEnd::WriteFailed(WriteFault::Io),
+        }
+    }
+    drop(lease);
+    LaneEnd::Finished
+}
+
+/// Reads the remote's message stream (its first frame already read) to its end, handing
+/// application frames to the driver, then finishes our half to confirm.
+pub(super) async fn read_messages(stream: Stream, ctx: &StreamCtx) -> LaneEnd {
+    let config = &ctx.shared.config;
+    let mut reader = FrameReader::new(stream, DEFAULT_CONTROL_CAP);
+    loop {
+        let frame = match reader.next(config, &ctx.stats, &ctx.limits).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => return LaneEnd::Failed(reason),
+        };
+        if frame.is_system() || frame.large {
+            return LaneEnd::Failed(Reason::ProtocolError(format!(
+                "system or large frame (opcode {}) on a message stream",
+                frame.opcode
+            )));
+        }
+        ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.app_activity();
+        if ctx.to_driver.send(ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
+            return LaneEnd::Failed(Reason::Local(DisconnectCode::SHUTDOWN));
+        }
+    }
+    match finish_timed(reader.get_mut(), config.write_stall_timeout).await {
+        Ok(()) => LaneEnd::Finished,
+        Err(fault) => LaneEnd::WriteFailed(fault),
+    }
+}
