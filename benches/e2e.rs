@@ -79,7 +79,8 @@ fn server_config() -> NodeConfig {
     config.peers.limits.max_total = 4096;
     config.peers.limits.max_inbound = 4096;
     config.peers.limits.max_per_ip = 4096;
-    config.peers.limits.max_pending_handshakes = 512;
+    config.peers.limits.max_pending_inbound = 512;
+    config.peers.limits.max_pending_outbound = 512;
     config.peers.idle_timeout = None;
     config.peers.ping_interval = Duration::from_secs(3600);
     config.peers.ping_timeout = Duration::from_secs(60);

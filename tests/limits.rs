@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sinew::layers::transport::RefusedLimit;
 use sinew::{DialError, Event, Refusal};
 use sinew_tests::{WAIT, addr, node, node_with};
 use tokio::net::TcpStream;
@@ -23,7 +24,7 @@ async fn outbound_limit() {
     a.dial(addr(&b)).await.unwrap();
     assert!(matches!(
         a.dial(addr(&c)).await,
-        Err(DialError::Refused(Refusal::Outbound { limit: 1 }))
+        Err(DialError::Limit(Refusal::Outbound { limit: 1 }))
     ));
 }
 
@@ -32,7 +33,7 @@ async fn total_limit() {
     let a = node_with(|c| c.peers.limits.max_total = 1).await;
     let (b, c) = (node().await, node().await);
     b.dial(addr(&a)).await.unwrap();
-    assert!(matches!(a.dial(addr(&c)).await, Err(DialError::Refused(Refusal::Total { limit: 1 }))));
+    assert!(matches!(a.dial(addr(&c)).await, Err(DialError::Limit(Refusal::Total { limit: 1 }))));
 }
 
 #[tokio::test]
@@ -41,7 +42,12 @@ async fn inbound_limit() {
     let mut events = a.events();
     let (b, c) = (node().await, node().await);
     b.dial(addr(&a)).await.unwrap();
-    assert!(c.dial(addr(&a)).await.is_err(), "the second inbound connection is refused");
+    // The dialler learns which limit, from the listener's refusal record.
+    let refused = c.dial(addr(&a)).await;
+    assert!(
+        matches!(refused, Err(DialError::Refused { limit: RefusedLimit::Inbound, .. })),
+        "{refused:?}"
+    );
     assert!(refused_inbound(&mut events).await.contains("inbound connection limit"));
 }
 
@@ -51,21 +57,47 @@ async fn per_ip_limit() {
     let mut events = a.events();
     let (b, c) = (node().await, node().await);
     b.dial(addr(&a)).await.unwrap();
-    assert!(c.dial(addr(&a)).await.is_err());
+    let refused = c.dial(addr(&a)).await;
+    assert!(
+        matches!(refused, Err(DialError::Refused { limit: RefusedLimit::PerIp, .. })),
+        "{refused:?}"
+    );
     assert!(refused_inbound(&mut events).await.contains("per-IP"));
 }
 
 #[tokio::test]
 async fn pending_handshake_limit() {
     let a = node_with(|c| {
-        c.peers.limits.max_pending_handshakes = 1;
+        c.peers.limits.max_pending_inbound = 1;
         c.tcp.noise.handshake_timeout = Duration::from_secs(30);
     })
     .await;
     let mut events = a.events();
-    // A socket that never starts its handshake holds the one pending slot.
+    // A socket that never starts its handshake holds the one inbound pending slot.
     let _silent = TcpStream::connect(a.listen_addrs()[0].socket_addr().unwrap()).await.unwrap();
     let b = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
-    assert!(b.dial(addr(&a)).await.is_err());
-    assert!(refused_inbound(&mut events).await.contains("pending handshake"));
+    let refused = b.dial(addr(&a)).await;
+    assert!(
+        matches!(refused, Err(DialError::Refused { limit: RefusedLimit::PendingHandshakes, .. })),
+        "{refused:?}"
+    );
+    assert!(refused_inbound(&mut events).await.contains("pending inbound handshake"));
+    // Outbound handshakes have their own limit: silent inbound sockets do not block our dials.
+    let c = node().await;
+    a.dial(addr(&c)).await.expect("a's own dial goes out");
+}
+
+/// A listener at its total limit tells the dialler so.
+#[tokio::test]
+async fn a_remote_total_limit_is_reported_to_the_dialler() {
+    let a = node_with(|c| c.peers.limits.max_total = 1).await;
+    let (b, c) = (node().await, node().await);
+    let mut a_events = a.events();
+    b.dial(addr(&a)).await.unwrap();
+    sinew_tests::connected(&mut a_events, b.peer_id()).await;
+    let refused = c.dial(addr(&a)).await;
+    assert!(
+        matches!(refused, Err(DialError::Refused { limit: RefusedLimit::Total, .. })),
+        "{refused:?}"
+    );
 }

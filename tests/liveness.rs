@@ -137,3 +137,28 @@ async fn a_duplicate_drained_by_the_remote_hands_over_without_a_disconnect() {
         );
     }
 }
+
+/// A peer that pings without ever reading the pongs fills the system lane: the node closes the
+/// connection for flooding (a typed reason), and drops nothing silently.
+#[tokio::test]
+async fn a_peer_flooding_pings_is_closed_for_flooding() {
+    let a = node_with(|_| {}).await;
+    let mut events = a.events();
+    let mut raw = raw_connect(&addr(&a)).await;
+    let id = raw.id;
+    sinew_tests::connected(&mut events, id).await;
+    let payload = Bytes::from(vec![0u8; 1024]);
+    let flood = tokio::spawn(async move {
+        for i in 0..10_000u64 {
+            let ping = Frame::new(Opcode::PING, FrameKind::Request { id: i }, payload.clone());
+            let bytes = ping.to_bytes();
+            if tokio::io::AsyncWriteExt::write_all(&mut raw.control, &bytes).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    let reason = disconnected(&mut events, id).await;
+    assert_eq!(reason, Reason::Local(DisconnectCode::FLOODING));
+    drop(flood);
+}

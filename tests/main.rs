@@ -1,6 +1,7 @@
 //! Integration tests: real nodes over real loopback sockets, one binary of modules.
 //! Long tests are `#[ignore]` and run by CI in release mode (`cargo test --release -- --ignored`).
 
+mod access;
 mod custom_protocol;
 mod fuzz_corpus;
 mod lanes;

@@ -98,7 +98,7 @@ async fn a_half_open_peer_that_stops_reading_is_disconnected_by_missed_pongs() {
 
 #[tokio::test]
 async fn an_oversize_control_frame_closes_only_that_connection() {
-    let a = node_with(|c| c.control_frame_cap = 4096).await;
+    let a = node_with(|_| {}).await;
     let b = node().await;
     let mut events = a.events();
     let peer = b.dial(addr(&a)).await.unwrap();
@@ -118,4 +118,71 @@ async fn an_oversize_control_frame_closes_only_that_connection() {
     );
     b.ping(peer).await.expect("other connections are untouched");
     other.ping(other_peer).await.expect("other connections are untouched");
+}
+
+/// Reads control frames until the node's `DISCONNECT`, and returns its code.
+async fn goodbye_code(raw: &mut crate::raw::RawPeer) -> sinew::DisconnectCode {
+    use sinew_codec::messages::MessageBody as _;
+    let mut buf = bytes::BytesMut::new();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = raw.next_frame(&mut buf).await.expect("a goodbye before the end");
+            if frame.opcode == Opcode::DISCONNECT {
+                return sinew_codec::messages::Disconnect::decode(frame.payload).unwrap().code;
+            }
+        }
+    })
+    .await
+    .expect("a goodbye in time")
+}
+
+/// The caps are exact, on the payload: 1 MiB on a message stream and 64 KiB on the control
+/// stream are accepted; one byte more closes the connection, said with DISCONNECT code 4.
+#[tokio::test]
+async fn frame_caps_hold_at_the_cap_and_refuse_cap_plus_one() {
+    use sinew_codec::{DEFAULT_CONTROL_CAP, Frame, SYSTEM_FRAME_CAP};
+    let a = node().await;
+    let op = Opcode::app(1000).unwrap();
+    let mut inbox = a.inbox(op).await.unwrap();
+    let mut events = a.events();
+
+    // A message stream frame of exactly 1 MiB arrives.
+    let raw = raw_connect(&addr(&a)).await;
+    let mut lane = raw.message_stream().await;
+    let at_cap = Frame::message(op, Bytes::from(vec![7u8; DEFAULT_CONTROL_CAP]));
+    lane.write_all(&at_cap.to_bytes()).await.unwrap();
+    lane.flush().await.unwrap();
+    let msg = tokio::time::timeout(WAIT, inbox.next()).await.unwrap().unwrap();
+    assert_eq!(msg.payload.len(), DEFAULT_CONTROL_CAP);
+
+    // One byte more: refused from its header, with a goodbye that says why.
+    let mut raw = raw_connect(&addr(&a)).await;
+    let mut lane = raw.message_stream().await;
+    let over = Frame::message(op, Bytes::from(vec![7u8; DEFAULT_CONTROL_CAP + 1]));
+    let _ = lane.write_all(&over.to_bytes()).await;
+    assert_eq!(goodbye_code(&mut raw).await, sinew::DisconnectCode::PROTOCOL_ERROR);
+    let reason = disconnected(&mut events, raw.id).await;
+    assert!(
+        matches!(&reason, Reason::ProtocolError(d) if d.contains("exceeds the cap")),
+        "{reason:?}"
+    );
+
+    // The control stream: a keepalive carrying exactly 64 KiB is answered...
+    let mut raw = raw_connect(&addr(&a)).await;
+    let at_cap = Frame::message(Opcode::KEEPALIVE, Bytes::from(vec![1u8; SYSTEM_FRAME_CAP]));
+    raw.write_frame(&at_cap).await;
+    let mut buf = bytes::BytesMut::new();
+    let answered = tokio::time::timeout(WAIT, async {
+        loop {
+            if raw.next_frame(&mut buf).await.expect("up").opcode == Opcode::KEEPALIVE_RESPONSE {
+                return;
+            }
+        }
+    });
+    assert!(answered.await.is_ok());
+    // ... and one carrying a byte more closes the connection.
+    let over = Frame::message(Opcode::KEEPALIVE, Bytes::from(vec![1u8; SYSTEM_FRAME_CAP + 1]));
+    raw.write_frame(&over).await;
+    assert_eq!(goodbye_code(&mut raw).await, sinew::DisconnectCode::PROTOCOL_ERROR);
+    still_serves(&a).await;
 }

@@ -2,14 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use sinew::{Addr, NodeConfig, NoiseSuite};
+use sinew::{Addr, DialError, NodeConfig, NoiseSuite};
 
 use crate::run::{BoxError, client};
 
 /// `sinew perf` options.
 #[derive(clap::Args)]
 pub(crate) struct PerfArgs {
-    /// The node's address (it must serve perf: `sinew node` does).
+    /// The node's address (it must serve perf: `sinew node --serve-perf`).
     addr: Addr,
     /// Bytes to send on one stream.
     #[arg(long, default_value_t = 1 << 30)]
@@ -41,11 +41,27 @@ fn config(suite: NoiseSuite) -> NodeConfig {
     config
 }
 
-/// Dial to first response (a pong), with a fresh client identity.
+/// How often a setup the server refused for a limit is tried again.
+const REFUSED_RETRIES: usize = 200;
+
+/// Dial to first response (a pong), with a fresh client identity; then the connection is
+/// closed, so the server's slot is free for the next one. A dial the server refuses for one of
+/// its limits (per IP, pending handshakes...) is tried again after its advice or 5 ms: with
+/// more setups at once than the server admits from one address, some wait their turn.
 async fn one_setup(addr: &Addr, suite: NoiseSuite) -> Result<Duration, BoxError> {
     let node = client(config(suite)).await?;
-    let start = Instant::now();
-    let peer = node.dial(addr.clone()).await?;
+    let mut refused = 0;
+    let (peer, start) = loop {
+        let start = Instant::now();
+        match node.dial(addr.clone()).await {
+            Ok(peer) => break (peer, start),
+            Err(DialError::Refused { retry_after, .. }) if refused < REFUSED_RETRIES => {
+                refused += 1;
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(5))).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
     node.ping(peer).await?;
     let elapsed = start.elapsed();
     node.shutdown().await;

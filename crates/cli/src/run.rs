@@ -36,6 +36,15 @@ pub(crate) struct NodeArgs {
     /// Lease of each port mapping, in seconds (renewed at half of it).
     #[arg(long, default_value_t = 3600)]
     nat_lease: u64,
+    /// Serve `sinew perf` throughput tests (each bounded to 4 GiB each way and 60 s).
+    #[arg(long)]
+    serve_perf: bool,
+    /// Inbound connections accepted from one IP address.
+    #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_per_ip)]
+    max_per_ip: usize,
+    /// Inbound connections accepted in all.
+    #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_inbound)]
+    max_inbound: usize,
 }
 
 pub(crate) fn init_logging(json: bool) {
@@ -73,8 +82,13 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         Some(path) => Keypair::load(path)?,
         None => Keypair::generate(),
     };
-    let mut config =
-        NodeConfig { perf_server: true, role: args.role.clone(), ..NodeConfig::default() };
+    let mut config = NodeConfig {
+        perf_server: args.serve_perf,
+        role: args.role.clone(),
+        ..NodeConfig::default()
+    };
+    config.peers.limits.max_per_ip = args.max_per_ip;
+    config.peers.limits.max_inbound = args.max_inbound;
     config.peers.idle_timeout =
         (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.request_timeout = Duration::from_secs(600);

@@ -32,3 +32,39 @@ async fn killing_a_process_gives_peer_disconnected_on_the_other() {
     b.child.wait().await.unwrap();
     a.wait_for_line(&["peer disconnected", &b.peer_id]).await;
 }
+
+/// `sinew perf` with more setups at once than the server admits from one address (32 against
+/// a per-IP limit of 16): refused setups learn why and wait their turn, every connection is
+/// closed once measured, and the run succeeds.
+#[tokio::test]
+async fn perf_runs_more_concurrent_setups_than_the_per_ip_limit() {
+    let node = NodeProcess::start(&["--listen", "tcp://127.0.0.1:0", "--serve-perf"]).await;
+    let out = run(&[
+        "perf",
+        &node.addr(),
+        "--setups",
+        "200",
+        "--concurrent",
+        "32",
+        "--bytes",
+        "16777216",
+        "--json",
+    ])
+    .await;
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["setups"], 200);
+    assert!(report["setups_per_sec_concurrent"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["bytes"], 16_777_216);
+}
+
+/// Perf serving is off unless asked for: the stream is refused and perf fails.
+#[tokio::test]
+async fn perf_is_not_served_by_default() {
+    let node = NodeProcess::start(&["--listen", "tcp://127.0.0.1:0"]).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sinew"))
+        .args(["perf", &node.addr(), "--setups", "1", "--bytes", "1024"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "perf against a node that does not serve it fails");
+}

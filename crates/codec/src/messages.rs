@@ -25,6 +25,8 @@ pub const MAX_OPCODE_RANGES: usize = 256;
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 /// Longest disconnect message.
 pub const MAX_DISCONNECT_MESSAGE: usize = 256;
+/// Longest address text in a message (identify's listen and observed addresses).
+pub const MAX_ADDR_TEXT: usize = 255;
 
 /// The identify message (opcode 19), sent by both sides when a connection opens and again when
 /// a node's addresses change.

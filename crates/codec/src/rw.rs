@@ -136,7 +136,9 @@ impl Reader {
 
     /// An address in its text form (as [`Reader::string`], at most 255 bytes).
     pub fn addr(&mut self, field: &'static str) -> Result<Addr, DecodeError> {
-        self.string(255, field)?.parse().map_err(|_| DecodeError::Invalid { field })
+        self.string(crate::messages::MAX_ADDR_TEXT, field)?
+            .parse()
+            .map_err(|_| DecodeError::Invalid { field })
     }
 
     /// The rest of the body (zero-copy).

@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use sinew_codec::DEFAULT_CONTROL_CAP;
+use sinew_codec::messages::{MAX_AGENT, MAX_ROLE};
+use sinew_codec::{
+    CHECKSUM_LEN, DEFAULT_CONTROL_CAP, MAX_HEADER, Opcode, OpcodeRange, SYSTEM_FRAME_CAP,
+};
+
+use crate::error::ConfigError;
 use sinew_peers::PeersConfig;
 use sinew_tcp::TcpConfig;
 use sinew_types::Addr;
@@ -16,8 +21,11 @@ pub struct NodeConfig {
     pub peers: PeersConfig,
     /// TCP transport: dial timeout, Noise suite and handshake timeout, yamux.
     pub tcp: TcpConfig,
-    /// Largest frame on the control stream (1 MiB). Larger messages go on a stream of their own.
+    /// Application messages with larger payloads than this go on a stream of their own with
+    /// the `LARGE` flag (1 MiB, the most a message stream carries: every receiver accepts it).
     pub control_frame_cap: usize,
+    /// What an unauthorized peer may do.
+    pub access: AccessPolicy,
     /// Largest frame an unauthorized peer may send (16 KiB).
     pub unauthorized_frame_cap: usize,
     /// Read rate allowed to an unauthorized peer, in bytes per second (64 KiB/s).
@@ -27,9 +35,18 @@ pub struct NodeConfig {
     /// Bytes of small frames queued per peer (8 MiB). When full, `send` waits and `try_send`
     /// returns `Full`.
     pub peer_queue_bytes: usize,
-    /// Node-wide bytes of large messages in flight, each direction (1 GiB). A large message
-    /// waits for its whole size to fit; one claiming more than the budget is refused.
+    /// Node-wide bytes of large messages in flight, each direction (1 GiB). Receiving, it is
+    /// charged as bytes arrive (never from a claimed length): a message whose next bytes do
+    /// not fit is reset and dropped (`DropReason::BudgetExhausted`). Sending, a message waits
+    /// for its whole size to fit (`send`), or `try_send` returns `Full`.
     pub large_message_budget: usize,
+    /// The most one connection may hold of the receive budget at once (512 MiB + 64 KiB: one
+    /// largest message).
+    pub large_message_share: usize,
+    /// The slowest a large message may travel, either way, once `frame_stall_timeout` has
+    /// passed since its start (64 KiB/s): a slower one is reset (`DropReason::TooSlow` when
+    /// receiving, `SendError::Reset` when sending), so trickled claims cannot hold budgets.
+    pub large_min_rate: u64,
     /// A partial frame that makes no progress for this long closes the connection (10 s).
     pub frame_stall_timeout: Duration,
     /// A write on a lane that makes no progress for this long closes the connection with
@@ -44,7 +61,7 @@ pub struct NodeConfig {
     /// How long shutdown waits for connections to close before aborting them (3 s).
     pub shutdown_grace: Duration,
     /// Bytes of system frames (pongs, acks, error replies, identify, protocol control) queued
-    /// per connection (64 KiB). An answer to the remote's request that does not fit closes the
+    /// per connection (128 KiB: at least one largest system frame, 64 KiB of payload). An answer to the remote's request that does not fit closes the
     /// connection with `FLOODING`; a frame of our own that does not fit is refused (`Full`).
     pub system_lane_bytes: usize,
     /// Default timeout of `request` (30 s).
@@ -63,14 +80,138 @@ pub struct NodeConfig {
     /// Port mapping (UPnP IGD, NAT-PMP, PCP) for the TCP listen ports: found external
     /// addresses are advertised in identify. None (the default): no port mapping.
     pub nat: Option<sinew_nat::PortMapperConfig>,
-    /// Whether this node serves `sinew perf` throughput tests.
+    /// Whether this node serves `sinew perf` throughput tests (off: a perf stream is reset).
+    /// Only authorized peers may run them, within [`NodeConfig::perf_limits`].
     pub perf_server: bool,
+    /// Bounds on each throughput test this node serves.
+    pub perf_limits: PerfLimits,
     /// Agent string sent in identify.
     pub agent: String,
     /// Role sent in identify (an open set; "node" by default).
     pub role: String,
     /// Seed of the node's RNG (protocol randomness, backoff jitter). Random if None.
     pub seed: Option<u64>,
+}
+
+/// What a peer that is not authorized may do. Authorization itself comes from
+/// `PeersConfig::default_authorized` (everyone, by default) or [`crate::Node::authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// The opcodes an unauthorized peer may send us and we may send it. Default: keepalive
+    /// (2, 3), ping and pong (10, 11), disconnect (14) and identify (19): every other block,
+    /// rendezvous and gossip included, needs authorization. Anything else from it is answered
+    /// `UNAUTHORIZED`; sending it anything else fails with `SendError::Unauthorized`.
+    pub unauthorized_opcodes: Vec<OpcodeRange>,
+    /// Whether an unauthorized peer may open raw, perf and large-message streams (default
+    /// false: they are reset).
+    pub unauthorized_streams: bool,
+}
+
+impl AccessPolicy {
+    /// Whether an unauthorized peer may use `opcode`.
+    pub fn allows_unauthorized(&self, opcode: Opcode) -> bool {
+        self.unauthorized_opcodes.iter().any(|r| r.contains(opcode))
+    }
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        let one = OpcodeRange::single;
+        Self {
+            unauthorized_opcodes: vec![
+                OpcodeRange::new(Opcode::KEEPALIVE, Opcode::KEEPALIVE_RESPONSE)
+                    .unwrap_or(one(Opcode::KEEPALIVE)),
+                OpcodeRange::new(Opcode::PING, Opcode::PONG).unwrap_or(one(Opcode::PING)),
+                one(Opcode::DISCONNECT),
+                one(Opcode::IDENTIFY),
+            ],
+            unauthorized_streams: false,
+        }
+    }
+}
+
+/// Bounds on each throughput test a node serves: an attacker chooses the lengths it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerfLimits {
+    /// Most bytes a test may upload, and most it may ask to download (4 GiB each). A larger
+    /// request is refused (the stream is reset).
+    pub max_bytes: u64,
+    /// Longest a test may take, upload and download together (60 s); then it is reset.
+    pub max_duration: Duration,
+}
+
+impl Default for PerfLimits {
+    fn default() -> Self {
+        Self { max_bytes: 4 << 30, max_duration: Duration::from_secs(60) }
+    }
+}
+
+impl NodeConfig {
+    /// Checks every field; [`crate::NodeBuilder::start`] calls this. The limits the node
+    /// encodes with match those peers decode with, so a valid configuration never makes it send
+    /// what its peers must refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("frame_stall_timeout", self.frame_stall_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+            ("setup_timeout", self.setup_timeout),
+            ("close_grace", self.close_grace),
+            ("shutdown_grace", self.shutdown_grace),
+            ("request_timeout", self.request_timeout),
+            ("keepalive_interval", self.keepalive_interval.unwrap_or(Duration::MAX)),
+            ("perf_limits.max_duration", self.perf_limits.max_duration),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::Zero { field });
+        }
+        let counts = [
+            ("control_frame_cap", self.control_frame_cap),
+            ("unauthorized_frame_cap", self.unauthorized_frame_cap),
+            ("peer_queue_bytes", self.peer_queue_bytes),
+            ("large_message_budget", self.large_message_budget),
+            ("large_message_share", self.large_message_share),
+            ("inbox_capacity", self.inbox_capacity),
+            ("event_capacity", self.event_capacity),
+            ("command_capacity", self.command_capacity),
+            ("inbound_frame_capacity", self.inbound_frame_capacity),
+        ];
+        if let Some((field, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(ConfigError::Zero { field });
+        }
+        if self.unauthorized_rate == 0 {
+            return Err(ConfigError::Zero { field: "unauthorized_rate" });
+        }
+        if self.large_min_rate == 0 {
+            return Err(ConfigError::Zero { field: "large_min_rate" });
+        }
+        if self.recv_rate_limit == Some(0) {
+            return Err(ConfigError::Zero { field: "recv_rate_limit" });
+        }
+        let at_most = [
+            // Every receiver accepts 1 MiB on a message stream; larger goes as LARGE.
+            ("control_frame_cap", self.control_frame_cap, DEFAULT_CONTROL_CAP),
+            ("unauthorized_frame_cap", self.unauthorized_frame_cap, SYSTEM_FRAME_CAP),
+            ("agent", self.agent.len(), MAX_AGENT),
+            ("role", self.role.len(), MAX_ROLE),
+        ];
+        for (field, value, max) in at_most {
+            if value > max {
+                return Err(ConfigError::TooLarge { field, value: value as u64, max: max as u64 });
+            }
+        }
+        // The system lane must hold the largest system frame. (A peer queue smaller than a
+        // frame is fine: such a frame takes the whole queue.)
+        let min = SYSTEM_FRAME_CAP + MAX_HEADER + CHECKSUM_LEN;
+        if self.system_lane_bytes < min {
+            return Err(ConfigError::TooSmall {
+                field: "system_lane_bytes",
+                value: self.system_lane_bytes as u64,
+                min: min as u64,
+            });
+        }
+        self.peers.validate()?;
+        Ok(())
+    }
 }
 
 impl Default for NodeConfig {
@@ -80,17 +221,20 @@ impl Default for NodeConfig {
             peers: PeersConfig::default(),
             tcp: TcpConfig::default(),
             control_frame_cap: DEFAULT_CONTROL_CAP,
+            access: AccessPolicy::default(),
             unauthorized_frame_cap: 16 * 1024,
             unauthorized_rate: 64 * 1024,
             recv_rate_limit: None,
             peer_queue_bytes: 8 * 1024 * 1024,
             large_message_budget: 1024 * 1024 * 1024,
+            large_message_share: sinew_codec::MAX_MESSAGE + 64 * 1024,
+            large_min_rate: 64 * 1024,
             frame_stall_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(20),
             setup_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(3),
-            system_lane_bytes: 64 * 1024,
+            system_lane_bytes: 128 * 1024,
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Some(Duration::from_secs(20)),
             inbox_capacity: 1024,
@@ -99,9 +243,86 @@ impl Default for NodeConfig {
             inbound_frame_capacity: 4096,
             nat: None,
             perf_server: false,
+            perf_limits: PerfLimits::default(),
             agent: concat!("sinew/", env!("CARGO_PKG_VERSION")).to_owned(),
             role: "node".to_owned(),
             seed: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One case per invalid field: each is refused with its typed error, and the defaults pass.
+    #[test]
+    fn every_invalid_field_is_refused_with_its_error() {
+        assert_eq!(NodeConfig::default().validate(), Ok(()));
+        type Case = (fn(&mut NodeConfig), ConfigError);
+        let zero = |field| ConfigError::Zero { field };
+        let cases: Vec<Case> = vec![
+            (|c| c.frame_stall_timeout = Duration::ZERO, zero("frame_stall_timeout")),
+            (|c| c.write_stall_timeout = Duration::ZERO, zero("write_stall_timeout")),
+            (|c| c.setup_timeout = Duration::ZERO, zero("setup_timeout")),
+            (|c| c.close_grace = Duration::ZERO, zero("close_grace")),
+            (|c| c.shutdown_grace = Duration::ZERO, zero("shutdown_grace")),
+            (|c| c.request_timeout = Duration::ZERO, zero("request_timeout")),
+            (|c| c.keepalive_interval = Some(Duration::ZERO), zero("keepalive_interval")),
+            (|c| c.perf_limits.max_duration = Duration::ZERO, zero("perf_limits.max_duration")),
+            (|c| c.control_frame_cap = 0, zero("control_frame_cap")),
+            (|c| c.unauthorized_frame_cap = 0, zero("unauthorized_frame_cap")),
+            (|c| c.peer_queue_bytes = 0, zero("peer_queue_bytes")),
+            (|c| c.large_message_budget = 0, zero("large_message_budget")),
+            (|c| c.inbox_capacity = 0, zero("inbox_capacity")),
+            (|c| c.event_capacity = 0, zero("event_capacity")),
+            (|c| c.command_capacity = 0, zero("command_capacity")),
+            (|c| c.inbound_frame_capacity = 0, zero("inbound_frame_capacity")),
+            (|c| c.unauthorized_rate = 0, zero("unauthorized_rate")),
+            (|c| c.large_message_share = 0, zero("large_message_share")),
+            (|c| c.large_min_rate = 0, zero("large_min_rate")),
+            (|c| c.recv_rate_limit = Some(0), zero("recv_rate_limit")),
+            (
+                |c| c.control_frame_cap = DEFAULT_CONTROL_CAP + 1,
+                ConfigError::TooLarge {
+                    field: "control_frame_cap",
+                    value: DEFAULT_CONTROL_CAP as u64 + 1,
+                    max: DEFAULT_CONTROL_CAP as u64,
+                },
+            ),
+            (
+                |c| c.unauthorized_frame_cap = SYSTEM_FRAME_CAP + 1,
+                ConfigError::TooLarge {
+                    field: "unauthorized_frame_cap",
+                    value: SYSTEM_FRAME_CAP as u64 + 1,
+                    max: SYSTEM_FRAME_CAP as u64,
+                },
+            ),
+            (
+                |c| c.agent = "a".repeat(MAX_AGENT + 1),
+                ConfigError::TooLarge { field: "agent", value: 129, max: 128 },
+            ),
+            (
+                |c| c.role = "r".repeat(MAX_ROLE + 1),
+                ConfigError::TooLarge { field: "role", value: 65, max: 64 },
+            ),
+            (
+                |c| c.system_lane_bytes = 1024,
+                ConfigError::TooSmall {
+                    field: "system_lane_bytes",
+                    value: 1024,
+                    min: (SYSTEM_FRAME_CAP + MAX_HEADER + CHECKSUM_LEN) as u64,
+                },
+            ),
+            (
+                |c| c.peers.max_missed_pings = 0,
+                ConfigError::Peers(sinew_peers::ConfigError::ZeroMissedPings),
+            ),
+        ];
+        for (break_it, expected) in cases {
+            let mut config = NodeConfig::default();
+            break_it(&mut config);
+            assert_eq!(config.validate(), Err(expected.clone()), "{expected}");
         }
     }
 }

@@ -18,9 +18,44 @@ pub enum StartError {
     /// Two protocols claim the same opcode.
     #[error(transparent)]
     Register(#[from] RegisterError),
-    /// The configuration is inconsistent.
+    /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+}
+
+/// What is wrong with a [`NodeConfig`](crate::NodeConfig), field by field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field that must be positive is zero.
+    #[error("{field} must be greater than zero")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field is above what the protocol or the peers allow.
+    #[error("{field} is {value}, above the largest allowed {max}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// A field is below what the node needs.
+    #[error("{field} is {value}, below the least allowed {min}")]
+    TooSmall {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The least allowed.
+        min: u64,
+    },
+    /// The peer manager's settings.
+    #[error("peers: {0}")]
+    Peers(#[from] sinew_peers::ConfigError),
 }
 
 /// Why a protocol or handler could not be registered.
@@ -44,9 +79,18 @@ pub enum RegisterError {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
-    /// A connection limit refused the dial.
-    #[error("refused: {0}")]
-    Refused(#[from] Refusal),
+    /// One of our own connection limits refused the dial: nothing was sent.
+    #[error("refused locally: {0}")]
+    Limit(#[from] Refusal),
+    /// The remote refused the connection before its handshake, for one of its limits (its
+    /// advisory refusal record: unauthenticated, a hint).
+    #[error("the remote refused the connection: {limit}")]
+    Refused {
+        /// Which limit.
+        limit: sinew_transport::RefusedLimit,
+        /// How long it advises waiting before trying again.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The transport failed (connect, handshake, timeout...).
     #[error("{0}")]
     Transport(Arc<sinew_transport::DialError>),

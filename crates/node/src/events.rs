@@ -109,8 +109,13 @@ pub enum DropReason {
     QueueFull,
     /// The stream handler's queue was full or no handler was registered.
     NoStreamHandler,
-    /// A large message claimed more than the node's budget.
+    /// A large message claimed more than the node's budget or a connection's share.
     TooLarge,
+    /// A large message's next bytes did not fit the node's receive budget (or the
+    /// connection's share of it): its stream was reset.
+    BudgetExhausted,
+    /// A large message arrived slower than `NodeConfig::large_min_rate`: its stream was reset.
+    TooSlow,
 }
 
 /// A subscription to the node's events (see [`crate::Node::events`]).

@@ -37,6 +37,7 @@
 //! [`NodeBuilder::protocol`] or [`Node::register`]; see `sinew_protocol` for the trait and a
 //! test host that runs protocols on virtual time.
 
+mod budget;
 mod builtin;
 mod config;
 mod conn;
@@ -53,9 +54,11 @@ mod stream;
 
 pub use builtin::Inbox;
 pub use bytes::Bytes;
-pub use config::NodeConfig;
+pub use config::{AccessPolicy, NodeConfig, PerfLimits};
 pub use conn::outbound::PerfReport;
-pub use error::{DialError, RegisterError, RequestError, SendError, StartError, StreamError};
+pub use error::{
+    ConfigError, DialError, RegisterError, RequestError, SendError, StartError, StreamError,
+};
 pub use events::{DropReason, Event, Events};
 pub use node::{Node, NodeBuilder, ProtocolHandle};
 pub use sinew_codec::messages::DisconnectCode;

@@ -99,6 +99,7 @@ impl NodeBuilder {
     /// Binds the listen addresses and starts the node's tasks. Needs a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
         let Self { keypair, config, protocols } = self;
+        config.validate()?;
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();
@@ -109,7 +110,7 @@ impl NodeBuilder {
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
         let (events_tx, _) = broadcast::channel(config.event_capacity.max(1));
         let peers = PeerManager::new(keypair.peer_id(), config.peers.clone(), rng.random())
-            .map_err(|e| StartError::Config(e.to_string()))?;
+            .map_err(|e| StartError::Config(e.into()))?;
         let handle_rng = ChaCha8Rng::seed_from_u64(rng.random());
         let listen = config.listen.clone();
         let shared = Arc::new(Shared::new(
@@ -318,7 +319,9 @@ impl Node {
             return Err(SendError::TooLarge);
         }
         let slot = self.slot(peer).await?;
-        if frame.opcode.is_app() && !slot.stats.is_authorized() {
+        if !slot.stats.is_authorized()
+            && !self.shared.config.access.allows_unauthorized(frame.opcode)
+        {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {
@@ -339,7 +342,9 @@ impl Node {
             return Err(SendError::TooLarge);
         }
         let slot = self.shared.peer(&peer).ok_or(SendError::NotConnected)?;
-        if frame.opcode.is_app() && !slot.stats.is_authorized() {
+        if !slot.stats.is_authorized()
+            && !self.shared.config.access.allows_unauthorized(frame.opcode)
+        {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::RequestError;
+use crate::budget::ByteBudget;
 use crate::config::NodeConfig;
 use crate::conn::system::SystemQueue;
 use crate::driver::Command;
@@ -48,7 +49,8 @@ pub(crate) struct Shared {
     pub(crate) stream_handlers: RwLock<BTreeMap<Opcode, mpsc::Sender<IncomingStream>>>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) large_out: Arc<Semaphore>,
-    pub(crate) large_in: Arc<Semaphore>,
+    /// Large messages being received, charged as their bytes arrive.
+    pub(crate) large_in: Arc<ByteBudget>,
     pub(crate) shutting_down: AtomicBool,
     /// Cancelled when the last `Node` handle is dropped: the driver shuts down.
     pub(crate) stop: CancellationToken,
@@ -104,7 +106,7 @@ impl Shared {
             stream_handlers: RwLock::new(BTreeMap::new()),
             events,
             large_out: Arc::new(Semaphore::new(budget)),
-            large_in: Arc::new(Semaphore::new(budget)),
+            large_in: Arc::new(ByteBudget::new(config.large_message_budget)),
             shutting_down: AtomicBool::new(false),
             stop: CancellationToken::new(),
             commands,

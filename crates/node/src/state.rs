@@ -24,6 +24,8 @@ pub struct NetworkState {
     /// Requests, acked sends and pings waiting for their answer (applications' and
     /// protocols').
     pub pending_requests: usize,
+    /// Bytes of large messages being received now, charged against the node's budget.
+    pub large_receive_bytes: usize,
     /// Port mapping state, when it is on.
     pub nat: Option<sinew_nat::NatState>,
 }

@@ -48,7 +48,7 @@ pub struct PeersConfig {
 /// Connection limits. A connection counts toward `max_total`, `max_inbound` or `max_outbound`
 /// and (inbound only) `max_per_ip` in every state, from [`inbound`](crate::PeerManager::inbound)
 /// or [`dial`](crate::PeerManager::dial) until the node reports its end; it counts toward
-/// `max_pending_handshakes` only until its handshake completes or fails.
+/// `max_pending_inbound` or `max_pending_outbound` only until its handshake completes or fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// All connections, in both directions. Default 1024.
@@ -57,8 +57,11 @@ pub struct ConnectionLimits {
     pub max_inbound: usize,
     /// Connections we opened. Default 256.
     pub max_outbound: usize,
-    /// Connections whose handshake has not finished yet, in both directions. Default 64.
-    pub max_pending_handshakes: usize,
+    /// Inbound connections whose handshake has not finished yet. Default 64.
+    pub max_pending_inbound: usize,
+    /// Outbound connections whose handshake has not finished yet (counted apart from inbound
+    /// ones, so that silent inbound sockets cannot block our own dials). Default 64.
+    pub max_pending_outbound: usize,
     /// Inbound connections from one remote IP address (IPv4-mapped IPv6 addresses count as
     /// their IPv4 address). Outbound connections do not count: we chose those. Default 16.
     pub max_per_ip: usize,
@@ -132,7 +135,8 @@ impl Default for ConnectionLimits {
             max_total: 1024,
             max_inbound: 768,
             max_outbound: 256,
-            max_pending_handshakes: 64,
+            max_pending_inbound: 64,
+            max_pending_outbound: 64,
             max_per_ip: 16,
         }
     }
@@ -195,7 +199,7 @@ mod tests {
         assert_eq!(c.limits.max_total, 1024);
         assert_eq!(c.limits.max_inbound, 768);
         assert_eq!(c.limits.max_outbound, 256);
-        assert_eq!(c.limits.max_pending_handshakes, 64);
+        assert_eq!((c.limits.max_pending_inbound, c.limits.max_pending_outbound), (64, 64));
         assert_eq!(c.limits.max_per_ip, 16);
         assert_eq!(c.ping_interval, Duration::from_secs(15));
         assert_eq!(c.ping_timeout, Duration::from_secs(10));

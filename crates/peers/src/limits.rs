@@ -23,7 +23,7 @@ impl Counter {
         if c.outbound >= limits.max_outbound {
             return Err(Refusal::Outbound { limit: limits.max_outbound });
         }
-        self.check_common(limits)
+        self.check_common(limits, Direction::Outbound)
     }
 
     /// Checks whether one more inbound connection from `ip` fits, in the order inbound, total,
@@ -36,20 +36,24 @@ impl Counter {
         if self.counts.inbound >= limits.max_inbound {
             return Err(Refusal::Inbound { limit: limits.max_inbound });
         }
-        self.check_common(limits)?;
+        self.check_common(limits, Direction::Inbound)?;
         if self.count_for_ip(ip) >= limits.max_per_ip {
             return Err(Refusal::PerIp { ip, limit: limits.max_per_ip });
         }
         Ok(())
     }
 
-    fn check_common(&self, limits: &ConnectionLimits) -> Result<(), Refusal> {
+    fn check_common(&self, limits: &ConnectionLimits, direction: Direction) -> Result<(), Refusal> {
         let c = &self.counts;
         if c.total >= limits.max_total {
             return Err(Refusal::Total { limit: limits.max_total });
         }
-        if c.pending_handshakes >= limits.max_pending_handshakes {
-            return Err(Refusal::PendingHandshakes { limit: limits.max_pending_handshakes });
+        let (pending, limit) = match direction {
+            Direction::Inbound => (c.pending_inbound, limits.max_pending_inbound),
+            Direction::Outbound => (c.pending_outbound, limits.max_pending_outbound),
+        };
+        if pending >= limit {
+            return Err(Refusal::PendingHandshakes { direction, limit });
         }
         Ok(())
     }
@@ -60,8 +64,14 @@ impl Counter {
         c.total += 1;
         c.pending_handshakes += 1;
         match direction {
-            Direction::Inbound => c.inbound += 1,
-            Direction::Outbound => c.outbound += 1,
+            Direction::Inbound => {
+                c.inbound += 1;
+                c.pending_inbound += 1;
+            }
+            Direction::Outbound => {
+                c.outbound += 1;
+                c.pending_outbound += 1;
+            }
         }
         if let Some(ip) = ip {
             *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -69,8 +79,13 @@ impl Counter {
     }
 
     /// A pending connection's handshake ended (success, failure or abort).
-    pub(crate) fn handshake_done(&mut self) {
-        self.counts.pending_handshakes = self.counts.pending_handshakes.saturating_sub(1);
+    pub(crate) fn handshake_done(&mut self, direction: Direction) {
+        let c = &mut self.counts;
+        c.pending_handshakes = c.pending_handshakes.saturating_sub(1);
+        match direction {
+            Direction::Inbound => c.pending_inbound = c.pending_inbound.saturating_sub(1),
+            Direction::Outbound => c.pending_outbound = c.pending_outbound.saturating_sub(1),
+        }
     }
 
     /// Releases a connection the node reported closed.

@@ -86,6 +86,8 @@ pub enum DialFailure {
     SelfConnection,
     /// No transport handles the address's scheme.
     UnsupportedScheme,
+    /// The listener refused the connection for one of its limits.
+    Refused,
 }
 
 impl From<&DialError> for DialFailure {
@@ -95,6 +97,7 @@ impl From<&DialError> for DialFailure {
             DialError::Timeout | DialError::Handshake(HandshakeError::Timeout) => Self::Timeout,
             DialError::Handshake(HandshakeError::SelfConnection) => Self::SelfConnection,
             DialError::Handshake(HandshakeError::UnexpectedPeer { .. }) => Self::UnexpectedPeer,
+            DialError::Handshake(HandshakeError::Refused(_)) => Self::Refused,
             DialError::Handshake(_) => Self::Handshake,
             _ => Self::Unreachable,
         }
@@ -295,8 +298,12 @@ pub struct ConnectionCounts {
     pub inbound: usize,
     /// Outbound ones.
     pub outbound: usize,
-    /// Those whose handshake has not completed or failed.
+    /// Those whose handshake has not completed or failed (both directions).
     pub pending_handshakes: usize,
+    /// Of which inbound.
+    pub pending_inbound: usize,
+    /// Of which outbound.
+    pub pending_outbound: usize,
 }
 
 /// Why the manager refused a new connection.
@@ -321,9 +328,11 @@ pub enum Refusal {
         /// The configured limit.
         limit: usize,
     },
-    /// Too many handshakes are in progress.
-    #[error("pending handshake limit reached ({limit} handshakes)")]
+    /// Too many handshakes are in progress in this direction.
+    #[error("pending {direction} handshake limit reached ({limit} handshakes)")]
     PendingHandshakes {
+        /// Which direction's limit.
+        direction: Direction,
         /// The configured limit.
         limit: usize,
     },

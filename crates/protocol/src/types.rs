@@ -222,6 +222,10 @@ pub enum SendError {
     /// The peer is not authorized for application messages yet.
     #[error("peer not authorized")]
     Unauthorized,
+    /// A large message's stream was reset before it was delivered: the receiver's budget was
+    /// full, or the transfer was slower than the minimum rate.
+    #[error("the large message was reset before it was delivered")]
+    Reset,
 }
 
 /// What a broadcast reached.

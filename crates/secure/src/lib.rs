@@ -139,6 +139,7 @@ use sinew_transport::NoiseSuite;
 mod handshake;
 mod payload;
 mod preamble;
+mod refusal;
 mod stream;
 mod upgrade;
 
@@ -149,6 +150,7 @@ pub use preamble::{
     Detected, MAGIC, PREAMBLE_LEN, PREAMBLE_VERSION, Preamble, Rewind, TLS_HANDSHAKE_RECORD,
     detect, detect_prefix,
 };
+pub use refusal::{REFUSAL_LEN, decode_refusal, encode_refusal, refuse_inbound};
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
 pub use upgrade::{upgrade_inbound, upgrade_inbound_noise, upgrade_outbound};
 

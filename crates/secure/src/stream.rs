@@ -18,6 +18,9 @@ pub const READ_CHUNK: usize = 256 * 1024;
 const MIN_READ_SPACE: usize = 16 * 1024;
 /// A whole framed message at its largest.
 const MAX_FRAME: usize = LENGTH_PREFIX + MAX_MESSAGE;
+/// A waiting partial message's buffer is shrunk when it holds more than twice the message's
+/// arrived bytes plus this much.
+const COMPACT_SLACK: usize = 4 * 1024;
 /// Pending plaintext at most this long is sealed on its own before a large write.
 const SMALL_PENDING: usize = 4 * 1024;
 
@@ -69,7 +72,8 @@ impl From<NoiseError> for io::Error {
 ///   chunk keeps them, instead of re-allocating and re-zeroing them each time), the read buffers
 ///   when a read finds nothing buffered and the socket has nothing either. An idle stream holds
 ///   only the cipher state. A partial message that has arrived stays buffered until the rest
-///   comes.
+///   comes, in a buffer shrunk to about its size: memory grows with the bytes that arrived,
+///   not with the read chunk.
 /// - **Errors**: see [`NoiseError`]. After a read error, every later read fails the same way.
 pub struct NoiseStream<S> {
     io: S,
@@ -208,6 +212,18 @@ impl<S> NoiseStream<S> {
             self.plain = Vec::new();
             self.plain_start = 0;
             self.plain_end = 0;
+        }
+    }
+
+    /// While waiting for the rest of a partial message, keeps only about what has arrived: a
+    /// peer that sends a byte of a message and stops holds a buffer the size of that byte, not
+    /// of a read chunk.
+    fn compact_input(&mut self) {
+        let len = self.input.len();
+        if len > 0 && self.input.capacity() > 2 * len + COMPACT_SLACK {
+            let mut compact = BytesMut::with_capacity(len);
+            compact.extend_from_slice(&self.input);
+            self.input = compact;
         }
     }
 
@@ -398,6 +414,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for NoiseStream<S> {
             match read {
                 Poll::Pending => {
                     this.release_read_buffers();
+                    this.compact_input();
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => this.read_state = ReadState::Eof,

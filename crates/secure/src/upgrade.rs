@@ -102,6 +102,8 @@ where
         out.extend_from_slice(handshake.preamble().as_bytes());
     }
     let mut message = Vec::new();
+    // A dialler's first read may be a listener's refusal record instead of message 2.
+    let mut refusal_possible = send_preamble;
     loop {
         match handshake.step() {
             HandshakeStep::Write => {
@@ -111,7 +113,7 @@ where
                 out.clear();
             }
             HandshakeStep::Read => {
-                read_message(&mut io, &mut message).await?;
+                read_message(&mut io, &mut message, std::mem::take(&mut refusal_possible)).await?;
                 handshake.read_message(&message)?;
             }
             HandshakeStep::Finished => break,
@@ -128,9 +130,16 @@ where
 async fn read_message<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut Vec<u8>,
+    refusal_possible: bool,
 ) -> Result<(), HandshakeError> {
     let mut prefix = [0u8; 2];
     io.read_exact(&mut prefix).await?;
+    if refusal_possible && prefix == [0, 0] {
+        let mut record = [0u8; crate::REFUSAL_LEN];
+        io.read_exact(&mut record[2..]).await?;
+        return Err(crate::decode_refusal(&record)
+            .map_or(HandshakeError::Protocol, HandshakeError::Refused));
+    }
     let len = message_len(prefix)?;
     buf.clear();
     let read = (&mut *io).take(len as u64).read_to_end(buf).await?;

@@ -414,3 +414,30 @@ fn streams_and_handshake_futures_are_send() {
     send(&upgrade_outbound(x, &a, NoiseSuite::AesGcm, None, TIMEOUT));
     send(&upgrade_inbound(y, &a, TIMEOUT));
 }
+
+/// A partial message holds a buffer about its size, not a read chunk: one byte of a message
+/// (its first length byte) and then silence leaves a few KiB held at most.
+#[tokio::test]
+async fn a_partial_message_holds_only_about_what_arrived() {
+    let (mut a, mut b) = tcp_streams(NoiseSuite::AesGcm).await;
+    // One byte of the next message's length prefix, straight to the socket under the cipher.
+    a.get_mut().write_all(&[0x01]).await.unwrap();
+    a.get_mut().flush().await.unwrap();
+    // Let the stream read until it has taken the byte (readiness may be stale once: a pending
+    // read clears it, and the next wait is for the byte itself). It stays pending throughout.
+    for _ in 0..3 {
+        timeout(WAIT, b.get_ref().readable()).await.unwrap().unwrap();
+        let pending = std::future::poll_fn(|cx| {
+            let mut buf = [0u8; 16];
+            let mut rb = ReadBuf::new(&mut buf);
+            Poll::Ready(Pin::new(&mut b).poll_read(cx, &mut rb).is_pending())
+        })
+        .await;
+        assert!(pending, "one byte is not a message");
+        if b.buffered_capacity() > 0 {
+            break;
+        }
+    }
+    let held = b.buffered_capacity();
+    assert!(held > 0 && held <= 8 * 1024, "{held} bytes held for one byte of a message");
+}

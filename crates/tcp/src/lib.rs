@@ -22,7 +22,7 @@
 //! let client = TcpTransport::new(Arc::new(NoiseIdentity::new(&client_key, 2)), TcpConfig::default());
 //! let mut listener = server.listen("tcp://127.0.0.1:0".parse()?).await?;
 //! let addr = listener.local_addr().with_peer(server_key.peer_id());
-//! let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade.await });
+//! let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade().await });
 //! let outbound = client.dial(addr).await?;
 //! let inbound = accept.await??;
 //! assert_eq!(outbound.info.peer, server_key.peer_id());
@@ -42,7 +42,7 @@ use sinew_mux::YamuxConfig;
 use sinew_secure::{HandshakeInfo, NoiseConfig, NoiseIdentity};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, Incoming, ListenError, Listener,
-    Security, Transport, UpgradeError,
+    PendingConnection, Refused, RefusedLimit, Security, Transport, UpgradeError,
 };
 use sinew_types::{Addr, Host, Scheme};
 use tokio::net::{TcpListener, TcpStream};
@@ -220,21 +220,43 @@ impl Listener for TcpListenerImpl {
             let (stream, remote) = self.listener.accept().await?;
             stream.set_nodelay(true)?;
             let local = stream.local_addr()?;
-            let transport = self.transport.clone();
-            let upgrade = Box::pin(async move {
-                let config = &transport.config;
-                let (secured, handshake) = sinew_secure::upgrade_inbound(
-                    stream,
-                    &transport.identity,
-                    config.noise.handshake_timeout,
-                )
-                .await
-                .map_err(UpgradeError::Handshake)?;
-                let info = connection_info(handshake, Direction::Inbound, local, remote);
-                let muxer = sinew_mux::yamux(secured, Direction::Inbound, &config.mux);
-                Ok(Connection { muxer, info })
-            });
-            Ok(Incoming { remote_addr: canonical(remote), local_addr: canonical(local), upgrade })
+            let pending = PendingTcp { stream, local, remote, transport: self.transport.clone() };
+            Ok(Incoming::new(canonical(remote), canonical(local), pending))
         })
+    }
+}
+
+/// How long a refused socket is kept to deliver its refusal record.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An accepted TCP socket before its handshake.
+struct PendingTcp {
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    transport: TcpTransport,
+}
+
+impl PendingConnection for PendingTcp {
+    fn upgrade(self: Box<Self>) -> BoxFuture<'static, Result<Connection, UpgradeError>> {
+        let Self { stream, local, remote, transport } = *self;
+        Box::pin(async move {
+            let config = &transport.config;
+            let (secured, handshake) = sinew_secure::upgrade_inbound(
+                stream,
+                &transport.identity,
+                config.noise.handshake_timeout,
+            )
+            .await
+            .map_err(UpgradeError::Handshake)?;
+            let info = connection_info(handshake, Direction::Inbound, local, remote);
+            let muxer = sinew_mux::yamux(secured, Direction::Inbound, &config.mux);
+            Ok(Connection { muxer, info })
+        })
+    }
+
+    fn refuse(self: Box<Self>, limit: RefusedLimit) -> BoxFuture<'static, ()> {
+        let refused = Refused { limit, retry_after: None };
+        Box::pin(sinew_secure::refuse_inbound(self.stream, refused, REFUSAL_TIMEOUT))
     }
 }

@@ -49,6 +49,10 @@ pub enum HandshakeError {
     /// A handshake message is larger than the protocol allows.
     #[error("handshake message too large ({0} bytes)")]
     MessageTooLarge(usize),
+    /// The listener refused the connection before the handshake, for a limit (its advisory,
+    /// unauthenticated refusal record).
+    #[error("{0}")]
+    Refused(crate::Refused),
 }
 
 /// Why listening failed.

@@ -24,6 +24,7 @@
 mod connection;
 mod error;
 mod muxed;
+mod refusal;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use std::pin::Pin;
 pub use connection::{Connection, ConnectionInfo, Direction, NoiseSuite, Security};
 pub use error::{DialError, HandshakeError, ListenError, StreamError, UpgradeError};
 pub use muxed::{MuxedConnection, Muxer, Stream, StreamIo, StreamLimits};
+pub use refusal::{Refused, RefusedLimit};
 use sinew_types::{Addr, Scheme};
 
 /// A boxed, sendable future: what the object-safe traits here return.
@@ -64,15 +66,44 @@ pub trait Listener: Send + 'static {
     fn accept(&mut self) -> BoxFuture<'_, Result<Incoming, std::io::Error>>;
 }
 
-/// An accepted socket whose handshake has not run yet.
+/// An accepted socket whose handshake has not run yet: [`Incoming::upgrade`] it, or
+/// [`Incoming::refuse`] it. Dropping it closes the socket.
 pub struct Incoming {
     /// The remote socket address.
     pub remote_addr: SocketAddr,
     /// The local socket address.
     pub local_addr: SocketAddr,
+    pending: Box<dyn PendingConnection>,
+}
+
+/// What a transport does with an accepted socket (see [`Incoming`]).
+pub trait PendingConnection: Send + 'static {
     /// Runs the security handshake and the muxer setup, bounded by the handshake timeout.
-    /// Dropping it closes the socket.
-    pub upgrade: BoxFuture<'static, Result<Connection, UpgradeError>>,
+    fn upgrade(self: Box<Self>) -> BoxFuture<'static, Result<Connection, UpgradeError>>;
+    /// Tells the dialler, as well as the protocol allows before any handshake, which limit
+    /// refused it, then closes the socket. Bounded in time by the transport.
+    fn refuse(self: Box<Self>, limit: RefusedLimit) -> BoxFuture<'static, ()>;
+}
+
+impl Incoming {
+    /// An accepted socket from `remote_addr` on `local_addr`.
+    pub fn new(
+        remote_addr: SocketAddr,
+        local_addr: SocketAddr,
+        pending: impl PendingConnection,
+    ) -> Self {
+        Self { remote_addr, local_addr, pending: Box::new(pending) }
+    }
+
+    /// Runs the security handshake and the muxer setup, bounded by the handshake timeout.
+    pub fn upgrade(self) -> BoxFuture<'static, Result<Connection, UpgradeError>> {
+        self.pending.upgrade()
+    }
+
+    /// Refuses the connection for `limit` (see [`PendingConnection::refuse`]).
+    pub fn refuse(self, limit: RefusedLimit) -> BoxFuture<'static, ()> {
+        self.pending.refuse(limit)
+    }
 }
 
 impl std::fmt::Debug for Incoming {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use sinew_codec::Opcode;
-use sinew_codec::messages::{DisconnectCode, Identify as IdentifyMessage, MessageBody as _};
+use sinew_codec::messages::{
+    DisconnectCode, Identify as IdentifyMessage, MAX_ADDR_TEXT, MAX_OPCODE_RANGES, MessageBody as _,
+};
 use sinew_protocol::{Ctx, Handled, Message, Opcodes, PeerInfo, Protocol};
 use sinew_types::Addr;
 
@@ -20,8 +22,13 @@ impl Identify {
         Self { shared }
     }
 
+    /// What we tell `peer`, within the limits every reader decodes with (so it is never
+    /// refused): at most 32 addresses of at most 255 bytes of text, at most 256 opcode ranges
+    /// (the agent and role lengths are checked when the node starts).
     fn message_for(&self, peer: &PeerInfo) -> IdentifyMessage {
         let shared = &self.shared;
+        let mut opcodes = shared.local_opcodes.read().unwrap_or_else(|e| e.into_inner()).clone();
+        opcodes.truncate(MAX_OPCODE_RANGES);
         IdentifyMessage {
             protocol_version: 1,
             agent: shared.config.agent.clone(),
@@ -29,14 +36,20 @@ impl Identify {
             listen_addrs: shared
                 .advertised_addrs()
                 .into_iter()
+                .filter(fits)
                 .take(sinew_types::MAX_RECORD_ADDRS)
                 .collect(),
-            observed_addr: Some(peer.remote_addr.clone()),
+            observed_addr: Some(peer.remote_addr.clone()).filter(fits),
             role: shared.config.role.clone(),
-            opcodes: shared.local_opcodes.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            opcodes,
             record: None,
         }
     }
+}
+
+/// Whether an address's text fits identify's bound.
+fn fits(addr: &Addr) -> bool {
+    addr.to_string().len() <= MAX_ADDR_TEXT
 }
 
 impl Protocol for Identify {
@@ -73,5 +86,34 @@ impl Protocol for Identify {
             }
         }
         Handled::Yes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address readers would refuse (over 255 bytes of text) is left out, not sent.
+    #[test]
+    fn only_addresses_peers_accept_are_announced() {
+        let label = "a".repeat(60);
+        let host = format!("{label}.{label}.{label}.example");
+        let peer = sinew_types::Keypair::generate().peer_id();
+        let long: Addr = format!("tcp://{host}:4001").parse::<Addr>().unwrap().with_peer(peer);
+        assert!(long.to_string().len() > MAX_ADDR_TEXT);
+        assert!(!fits(&long));
+        let short: Addr = "tcp://192.0.2.1:4001".parse().unwrap();
+        assert!(fits(&short));
+        let message = IdentifyMessage {
+            protocol_version: 1,
+            agent: String::new(),
+            boot_nonce: 0,
+            listen_addrs: vec![short, long].into_iter().filter(fits).collect(),
+            observed_addr: None,
+            role: String::new(),
+            opcodes: Vec::new(),
+            record: None,
+        };
+        assert!(IdentifyMessage::decode(message.encode()).is_ok(), "peers decode what we send");
     }
 }

@@ -12,6 +12,7 @@ use sinew_transport::{MuxedConnection, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ConnEvent, StreamCtx};
+use crate::budget::Charge;
 use crate::events::{DropReason, Event};
 use crate::stats::StreamGuard;
 use crate::stream::{AppStream, IncomingStream};
@@ -116,7 +117,7 @@ async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, S
     let opcode = Opcode::from_u32(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
     let large = head[8] & flags::LARGE != 0;
     let total = LENGTH_FIELD + body_len;
-    let authorized = ctx.stats.is_authorized();
+    let authorized = ctx.stats.is_authorized() || config.access.unauthorized_streams;
 
     if large {
         if !authorized {
@@ -162,8 +163,16 @@ async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, S
     }
 }
 
-/// A large message: its whole claimed size must fit the node's budget, then the body is read
-/// into a buffer that grows with the bytes that arrive.
+/// Most bytes one read of a large message reserves.
+const LARGE_READ: usize = 256 * 1024;
+/// Least bytes one read of a large message reserves.
+const LARGE_MIN_READ: usize = 1024;
+
+/// A large message. Nothing is reserved from its claim: its buffer grows with the bytes that
+/// arrived (each read reserves at most what already arrived), each reservation is charged to
+/// the connection's share and to the node-wide budget first, and the transfer must keep up the
+/// minimum rate. A message whose next bytes do not fit, or that is too slow, is reset and
+/// dropped with its reason; other transfers are unaffected.
 async fn receive_large(
     stream: &mut Stream,
     mut buf: BytesMut,
@@ -172,19 +181,35 @@ async fn receive_large(
     ctx: &StreamCtx,
 ) -> Result<(), StreamFault> {
     let shared = &ctx.shared;
+    let config = &shared.config;
     let decoder = FrameDecoder::new(MAX_MESSAGE);
-    if total - LENGTH_FIELD > decoder.max_body() || total > shared.config.large_message_budget {
-        shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason: DropReason::TooLarge });
-        return Err(StreamFault::Malformed);
+    let drop_with = |reason| {
+        shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
+        StreamFault::Malformed
+    };
+    let claim = total - LENGTH_FIELD;
+    if claim > decoder.max_body()
+        || total > config.large_message_budget
+        || total > config.large_message_share
+    {
+        return Err(drop_with(DropReason::TooLarge));
     }
-    let permits = shared.large_cost(total);
-    let budget =
-        shared.large_in.clone().acquire_many_owned(permits).await.map_err(|_| StreamFault::Io)?;
+    let mut charge = Charge::new(shared.large_in.clone(), ctx.large_share.clone());
+    let exhausted = |_| drop_with(DropReason::BudgetExhausted);
+    charge.grow(buf.len()).map_err(exhausted)?;
     let _guard = StreamGuard::new(ctx.stats.clone());
+    let started = tokio::time::Instant::now();
     while buf.len() < total {
-        buf.reserve(decoder.read_hint(&buf));
+        let want = (total - buf.len()).min(buf.len().max(LARGE_MIN_READ)).min(LARGE_READ);
+        if buf.capacity() - buf.len() < want {
+            charge.grow(want).map_err(exhausted)?;
+            buf.reserve(want);
+        }
         if read_timed(stream, &mut buf, ctx).await? == 0 {
             return Err(StreamFault::Io);
+        }
+        if too_slow(started, buf.len(), config) {
+            return Err(drop_with(DropReason::TooSlow));
         }
     }
     let frame = {
@@ -196,8 +221,20 @@ async fn receive_large(
     };
     ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
     deliver(frame, ctx).await;
-    drop(budget);
+    drop(charge);
     Ok(())
+}
+
+/// Whether a large transfer that started at `started` and moved `moved` bytes is slower than
+/// the minimum rate, once the grace period (the stall timeout) has passed.
+pub(crate) fn too_slow(
+    started: tokio::time::Instant,
+    moved: usize,
+    config: &crate::config::NodeConfig,
+) -> bool {
+    let elapsed = started.elapsed();
+    let Some(over) = elapsed.checked_sub(config.frame_stall_timeout) else { return false };
+    (moved as f64) < over.as_secs_f64() * config.large_min_rate as f64
 }
 
 async fn deliver(frame: Frame, ctx: &StreamCtx) {
@@ -228,26 +265,43 @@ fn hand_to_handler(stream: Stream, opcode: Opcode, ctx: &StreamCtx) {
 }
 
 /// The server side of `sinew perf`: read the upload to its end, answer with the byte count,
-/// then send the download and finish.
+/// then send the download and finish. Bounded: each length by `perf_limits.max_bytes` (a larger
+/// request is refused), the whole test by `perf_limits.max_duration`, and every read by the
+/// stall timeout.
 async fn serve_perf(stream: &mut Stream, perf: Perf, ctx: &StreamCtx) -> Result<(), StreamFault> {
+    let limits = ctx.shared.config.perf_limits;
+    if perf.upload > limits.max_bytes || perf.download > limits.max_bytes {
+        return Err(StreamFault::Malformed);
+    }
     let _guard = StreamGuard::new(ctx.stats.clone());
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut received = 0u64;
-    loop {
-        let n = stream.read(&mut buf).await.map_err(|_| StreamFault::Io)?;
-        if n == 0 {
-            break;
+    tokio::time::timeout(limits.max_duration, async {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut received = 0u64;
+        loop {
+            let n =
+                tokio::time::timeout(ctx.shared.config.frame_stall_timeout, stream.read(&mut buf))
+                    .await
+                    .map_err(|_| StreamFault::Stalled)?
+                    .map_err(|_| StreamFault::Io)?;
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+            if received > perf.upload {
+                return Err(StreamFault::Malformed);
+            }
+            ctx.limits.charge(n, &ctx.stats).await;
         }
-        received += n as u64;
-        ctx.limits.charge(n, &ctx.stats).await;
-    }
-    stream.write_all(&received.to_le_bytes()).await.map_err(|_| StreamFault::Io)?;
-    let mut left = perf.download;
-    buf.fill(0);
-    while left > 0 {
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        stream.write_all(&buf[..n]).await.map_err(|_| StreamFault::Io)?;
-        left -= n as u64;
-    }
-    stream.finish().await.map_err(|_| StreamFault::Io)
+        stream.write_all(&received.to_le_bytes()).await.map_err(|_| StreamFault::Io)?;
+        let mut left = perf.download;
+        buf.fill(0);
+        while left > 0 {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            stream.write_all(&buf[..n]).await.map_err(|_| StreamFault::Io)?;
+            left -= n as u64;
+        }
+        stream.finish().await.map_err(|_| StreamFault::Io)
+    })
+    .await
+    .map_err(|_| StreamFault::Stalled)?
 }

@@ -113,6 +113,8 @@ pub(crate) struct StreamCtx {
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) to_driver: mpsc::Sender<ConnEvent>,
     pub(crate) limits: Arc<ReadLimits>,
+    /// This connection's share of the node's large-message receive budget.
+    pub(crate) large_share: Arc<crate::budget::ByteBudget>,
     /// Where the remote's control stream goes (inbound connections); taken once.
     pub(crate) control: Arc<Mutex<Option<ControlHandoff>>>,
     /// Where the remote's message stream goes.
@@ -136,6 +138,9 @@ impl ConnTask {
             stats,
             to_driver: to_driver.clone(),
             limits: Arc::new(ReadLimits::new(&shared.config)),
+            large_share: Arc::new(crate::budget::ByteBudget::new(
+                shared.config.large_message_share,
+            )),
             control: Arc::new(Mutex::new(Some(control_tx))),
             messages: messages_tx,
         };

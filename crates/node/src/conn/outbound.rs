@@ -10,6 +10,7 @@ use sinew_codec::{Frame, Opcode};
 use sinew_types::PeerId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use super::frames::{WriteFault, finish_timed, write_all_timed};
 use crate::shared::{PeerSlot, Shared};
 use crate::stats::StreamGuard;
 use crate::stream::AppStream;
@@ -29,7 +30,7 @@ pub(crate) async fn send_large(
         .acquire_many_owned(permits)
         .await
         .map_err(|_| SendError::ShuttingDown)?;
-    let result = write_large(slot, frame).await;
+    let result = write_large(shared, slot, frame).await;
     drop(budget);
     result
 }
@@ -37,34 +38,58 @@ pub(crate) async fn send_large(
 /// Like [`send_large`] without waiting: `Full` if the budget has no room now; the write runs on
 /// its own task.
 pub(crate) fn try_send_large(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     slot: PeerSlot,
     frame: Frame,
 ) -> Result<(), SendError> {
     let permits = shared.large_cost(frame.encoded_len());
     let budget =
         shared.large_out.clone().try_acquire_many_owned(permits).map_err(|_| SendError::Full)?;
+    let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let _ = write_large(slot, frame).await;
+        let _ = write_large(&shared, slot, frame).await;
         drop(budget);
     });
     Ok(())
 }
 
-async fn write_large(slot: PeerSlot, mut frame: Frame) -> Result<(), SendError> {
+/// Most bytes of a large payload handed to the stream at once.
+const LARGE_WRITE: usize = 256 * 1024;
+
+/// Writes a large message on a stream of its own. Each write must make progress within the
+/// write-stall timeout, and the whole transfer keep up the minimum rate after the grace
+/// period; otherwise the stream is dropped (reset) and the send fails with `Reset`, which
+/// frees its budget for other sends.
+async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Result<(), SendError> {
     frame.large = true;
+    let config = &shared.config;
     let mut stream = slot.muxer.open_stream().await.map_err(|_| SendError::NotConnected)?;
     let guard = StreamGuard::new(slot.stats.clone());
-    let result: io::Result<()> = async {
-        stream.write_all(frame.encode_header().as_bytes()).await?;
-        stream.write_all(&frame.payload).await?;
-        if let Some(trailer) = frame.trailer() {
-            stream.write_all(&trailer).await?;
+    let stall = config.write_stall_timeout;
+    let started = tokio::time::Instant::now();
+    let result: Result<(), WriteFault> = async {
+        write_all_timed(&mut stream, frame.encode_header().as_bytes(), stall).await?;
+        let mut written = 0;
+        for chunk in frame.payload.chunks(LARGE_WRITE) {
+            write_all_timed(&mut stream, chunk, stall).await?;
+            written += chunk.len();
+            if super::inbound::too_slow(started, written, config) {
+                return Err(WriteFault::Stalled);
+            }
         }
-        stream.finish().await
+        if let Some(trailer) = frame.trailer() {
+            write_all_timed(&mut stream, &trailer, stall).await?;
+        }
+        finish_timed(&mut stream, stall).await
     }
     .await;
-    result.map_err(|_| SendError::NotConnected)?;
+    if result.is_err() {
+        return Err(if slot.muxer.is_closed() {
+            SendError::NotConnected
+        } else {
+            SendError::Reset
+        });
+    }
     guard.stats().bytes_out.fetch_add(frame.encoded_len() as u64, Ordering::Relaxed);
     guard.stats().msgs_out.fetch_add(1, Ordering::Relaxed);
     Ok(())

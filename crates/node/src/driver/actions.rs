@@ -39,6 +39,20 @@ fn disconnect_code(reason: PeersReason) -> DisconnectCode {
     }
 }
 
+/// The limit a refused inbound connection is told about.
+fn refused_limit(refusal: &sinew_peers::Refusal) -> sinew_transport::RefusedLimit {
+    use sinew_peers::Refusal;
+    use sinew_transport::RefusedLimit;
+    match refusal {
+        Refusal::Total { .. } => RefusedLimit::Total,
+        Refusal::Inbound { .. } => RefusedLimit::Inbound,
+        Refusal::PendingHandshakes { .. } => RefusedLimit::PendingHandshakes,
+        Refusal::PerIp { .. } => RefusedLimit::PerIp,
+        Refusal::ShuttingDown => RefusedLimit::ShuttingDown,
+        _ => RefusedLimit::Other(0),
+    }
+}
+
 /// Whether a close for this reason delivers what was already written first: every close but
 /// those where the remote is unresponsive or not who it should be.
 fn graceful(reason: PeersReason) -> bool {
@@ -219,7 +233,16 @@ impl Driver {
                     Ok(connection) => self.established(conn, *connection),
                     Err(error) => {
                         let failure = DialFailure::from(&*error);
-                        self.core.dial_errors.insert(conn, DialError::Transport(error));
+                        let error = match &*error {
+                            sinew_transport::DialError::Handshake(
+                                sinew_transport::HandshakeError::Refused(refused),
+                            ) => DialError::Refused {
+                                limit: refused.limit,
+                                retry_after: refused.retry_after,
+                            },
+                            _ => DialError::Transport(error),
+                        };
+                        self.core.dial_errors.insert(conn, error);
                         self.core.peers.dial_failed(conn, failure, now);
                     }
                 }
@@ -321,13 +344,24 @@ impl Driver {
             Ok(conn) => {
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = incoming.upgrade.await.map(Box::new).map_err(|e| e.to_string());
+                    let result = incoming.upgrade().await.map(Box::new).map_err(|e| e.to_string());
                     let _ = tx.send(ConnEvent::Upgraded { conn, remote, result }).await;
                 });
                 self.core.pending.insert(conn, task.abort_handle());
             }
             Err(refusal) => {
-                drop(incoming); // closes the socket before any handshake work
+                // No handshake work: the dialler gets the limit in a refusal record if a slot
+                // for that is free, else the socket is just closed.
+                match self.core.refusals.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let limit = refused_limit(&refusal);
+                        tokio::spawn(async move {
+                            incoming.refuse(limit).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => drop(incoming),
+                }
                 self.core
                     .shared
                     .emit(Event::InboundRefused { remote, reason: refusal.to_string() });

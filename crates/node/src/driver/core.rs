@@ -25,6 +25,9 @@ use crate::stats::ConnStats;
 /// Most addresses remembered per peer, and peers remembered, in the address book.
 const BOOK_ADDRS_PER_PEER: usize = 8;
 const BOOK_PEERS: usize = 4096;
+/// Refused sockets kept at once to deliver their refusal record (each for at most a second);
+/// beyond that, refused sockets are closed without one.
+pub(crate) const REFUSALS_IN_FLIGHT: usize = 64;
 
 /// An established connection the driver knows.
 pub(crate) struct ConnEntry {
@@ -102,6 +105,8 @@ pub(crate) struct Core {
     pub(crate) replying_to: Option<(PeerId, ConnId)>,
     /// Connections whose remote flooded the system lane, to close after this round.
     pub(crate) flooded: Vec<ConnId>,
+    /// Refused sockets being told why, at most [`REFUSALS_IN_FLIGHT`] at once.
+    pub(crate) refusals: Arc<tokio::sync::Semaphore>,
     pub(crate) timers: BTreeSet<(Instant, TimerId, ProtocolId)>,
     pub(crate) timer_at: BTreeMap<TimerId, Instant>,
     next_timer: u64,
@@ -135,6 +140,7 @@ impl Core {
             user_ping_deadlines: BTreeSet::new(),
             replying_to: None,
             flooded: Vec::new(),
+            refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
             timers: BTreeSet::new(),
             timer_at: BTreeMap::new(),
             next_timer: 1,
@@ -171,7 +177,7 @@ impl Core {
             return Err(SendError::ShuttingDown);
         }
         let Some(info) = self.info.get(peer) else { return Err(SendError::NotConnected) };
-        if frame.opcode.is_app() && !info.authorized {
+        if !info.authorized && !self.shared.config.access.allows_unauthorized(frame.opcode) {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {

@@ -33,7 +33,8 @@ impl Driver {
                 self.on_response(peer, conn, id, frame.opcode, Err(status))
             }
             kind => {
-                if frame.opcode.is_app() && !authorized {
+                if !authorized && !self.core.shared.config.access.allows_unauthorized(frame.opcode)
+                {
                     self.reply_error(conn, frame.opcode, kind, Status::UNAUTHORIZED);
                     return;
                 }
@@ -244,6 +245,7 @@ impl Driver {
             pending_requests: self.core.shared.waiter_count()
                 + self.core.requests.len()
                 + self.core.user_pings.len(),
+            large_receive_bytes: self.core.shared.large_in.used(),
             nat: self.core.shared.nat_state(),
         }
     }

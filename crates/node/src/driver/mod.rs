@@ -241,7 +241,7 @@ impl Driver {
                     // A send to this peer while its first dial is in flight joins that dial.
                     self.core.remember_addr(peer, addr.clone());
                 }
-                let _ = reply.send(self.core.peers.add_peer(addr, now).map_err(DialError::Refused));
+                let _ = reply.send(self.core.peers.add_peer(addr, now).map_err(DialError::Limit));
             }
             Command::RemovePeer { peer } => {
                 self.core.peers.remove_peer(&peer, now);
@@ -293,7 +293,7 @@ impl Driver {
                 self.core.dial_waiters.entry(conn).or_default().push(reply)
             }
             Err(refusal) => {
-                let _ = reply.send(Err(DialError::Refused(refusal)));
+                let _ = reply.send(Err(DialError::Limit(refusal)));
             }
         }
     }

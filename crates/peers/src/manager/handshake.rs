@@ -35,6 +35,7 @@ impl PeerManager {
             return;
         }
         let peer = established.peer;
+        let direction = c.direction;
         let dial_addr = c.dial_addr.clone();
         let expected = dial_addr.as_ref().and_then(Addr::peer);
         if peer == self.local || expected.is_some_and(|e| e != peer) {
@@ -48,7 +49,7 @@ impl PeerManager {
             }
             return;
         }
-        self.counter.handshake_done();
+        self.counter.handshake_done(direction);
         let session = Session {
             peer,
             remote_addr: established.remote_addr,

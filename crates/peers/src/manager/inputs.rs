@@ -116,7 +116,7 @@ impl PeerManager {
             // Closed by the manager, which already reported the dial and decided on redials.
             return;
         }
-        self.counter.handshake_done();
+        self.counter.handshake_done(c.direction);
         let Some(addr) = c.dial_addr else { return };
         self.emit(Action::DialFailed { conn, addr: addr.clone() });
         let Some(key) = self.persistent_key_for(&addr) else { return };

@@ -52,6 +52,10 @@ impl PeerManager {
             }
             if c.state == ConnState::Pending {
                 recount.pending_handshakes += 1;
+                match c.direction {
+                    sinew_transport::Direction::Inbound => recount.pending_inbound += 1,
+                    sinew_transport::Direction::Outbound => recount.pending_outbound += 1,
+                }
             }
             if let Some(ip) = c.counted_ip {
                 *per_ip.entry(ip).or_insert(0) += 1;
@@ -64,8 +68,12 @@ impl PeerManager {
         assert!(recount.inbound <= limits.max_inbound, "inbound over its limit");
         assert!(recount.outbound <= limits.max_outbound, "outbound over its limit");
         assert!(
-            recount.pending_handshakes <= limits.max_pending_handshakes,
-            "pending handshakes over their limit"
+            recount.pending_inbound <= limits.max_pending_inbound,
+            "pending inbound over limit"
+        );
+        assert!(
+            recount.pending_outbound <= limits.max_pending_outbound,
+            "pending outbound over their limit"
         );
         assert!(per_ip.values().all(|n| *n <= limits.max_per_ip), "per-IP over its limit");
     }

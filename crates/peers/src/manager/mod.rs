@@ -307,8 +307,9 @@ impl PeerManager {
         c.reason = Some(reason);
         c.drain_deadline = None;
         let dial_addr = c.dial_addr.clone();
+        let direction = c.direction;
         if was == ConnState::Pending {
-            self.counter.handshake_done();
+            self.counter.handshake_done(direction);
             if let Some(addr) = dial_addr {
                 self.emit(Action::DialFailed { conn: id, addr });
             }

@@ -20,7 +20,8 @@ fn limits(
         max_total: total,
         max_inbound: inbound,
         max_outbound: outbound,
-        max_pending_handshakes: pending,
+        max_pending_inbound: pending,
+        max_pending_outbound: pending,
         max_per_ip: per_ip,
     }
 }
@@ -78,17 +79,20 @@ fn total_limit() {
 }
 
 #[test]
-fn pending_handshake_limit() {
-    let mut f = Fixture::new(config(limits(10, 10, 10, 2, 10)));
+fn pending_handshake_limits_are_per_direction() {
+    let mut f = Fixture::new(config(limits(10, 10, 10, 1, 10)));
     let a = f.pm.inbound(socket(1, 1), f.at(secs(0))).unwrap();
+    // A silent inbound socket fills the inbound limit, and our own dials still go out.
+    let refusal = Refusal::PendingHandshakes { direction: Direction::Inbound, limit: 1 };
+    assert_eq!(f.pm.inbound(socket(2, 1), f.at(secs(1))), Err(refusal));
     let b = f.dial(0, secs(0));
     assert_eq!(f.pm.counts().pending_handshakes, 2);
-    let refusal = Refusal::PendingHandshakes { limit: 2 };
-    assert_eq!(f.pm.inbound(socket(2, 1), f.at(secs(1))), Err(refusal.clone()));
+    assert_eq!((f.pm.counts().pending_inbound, f.pm.counts().pending_outbound), (1, 1));
+    let refusal = Refusal::PendingHandshakes { direction: Direction::Outbound, limit: 1 };
     assert_eq!(f.pm.dial(addr_of(f.remotes[1], 2), f.at(secs(1))), Err(refusal));
     // A completed handshake frees the pending slot (the connection still counts in total).
     f.pm.handshake_succeeded(a, est(f.remotes[2], Direction::Inbound, 1, 1), f.at(secs(2)));
-    assert_eq!(f.pm.counts().pending_handshakes, 1);
+    assert_eq!(f.pm.counts().pending_inbound, 0);
     let c = f.pm.inbound(socket(2, 1), f.at(secs(2))).unwrap();
     // So does a failed one.
     f.pm.dial_failed(b, crate::DialFailure::Timeout, f.at(secs(3)));
