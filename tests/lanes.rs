@@ -35,23 +35,37 @@ async fn keep_full(from: Node, to: PeerId, until: Instant) -> usize {
     sent
 }
 
-/// The backlog scenario for `duration`: returns the worst ping RTT each way.
+/// Liveness pings every second, so missed pongs would disconnect within a test.
+fn fast_pings(c: &mut sinew::NodeConfig) {
+    c.peers.ping_interval = Duration::from_secs(1);
+    c.peers.ping_timeout = Duration::from_secs(1);
+}
+
+/// The backlog scenario for `duration` with a receiver limited to 1 MB/s: returns the worst
+/// ping RTT each way.
 async fn pings_under_backlog(duration: Duration) -> (Duration, Duration) {
-    let fast_pings = |c: &mut sinew::NodeConfig| {
-        // Liveness pings every second, so missed pongs would disconnect within the test.
-        c.peers.ping_interval = Duration::from_secs(1);
-        c.peers.ping_timeout = Duration::from_secs(1);
-    };
     let receiver = node_with(|c| {
         fast_pings(c);
         c.recv_rate_limit = Some(RATE);
     })
     .await;
     let sender = node_with(fast_pings).await;
+    let target = addr(&receiver);
+    pings_between(receiver, sender, target, duration).await
+}
+
+/// The sender keeps its queue towards the receiver full for `duration` while both ping each
+/// other: returns the worst RTT each way, after checking nobody disconnected.
+async fn pings_between(
+    receiver: Node,
+    sender: Node,
+    target: sinew::Addr,
+    duration: Duration,
+) -> (Duration, Duration) {
     let mut inbox = receiver.inbox(Opcode::app(1000).unwrap()).await.unwrap();
     tokio::spawn(async move { while inbox.next().await.is_some() {} });
     let (mut rx_events, mut tx_events) = (receiver.events(), sender.events());
-    let peer = sender.dial(addr(&receiver)).await.unwrap();
+    let peer = sender.dial(target).await.unwrap();
     let until = Instant::now() + duration;
     let filler = tokio::spawn(keep_full(sender.clone(), peer, until));
     // Let the queue fill and the lanes settle into the backlog.
@@ -89,6 +103,32 @@ async fn pings_under_backlog(duration: Duration) -> (Duration, Duration) {
 async fn pings_stay_answered_behind_an_application_backlog() {
     let (out, back) = pings_under_backlog(Duration::from_secs(6)).await;
     assert!(out < rtt_bound() && back < rtt_bound(), "{out:?} / {back:?}");
+}
+
+/// The same over a real slow link: a veth pair between two network namespaces, shaped to
+/// 8 Mbit/s (1 MB/s) each way by `tbf`, where the kernel's send buffer would hold megabytes
+/// ahead of a pong without `TCP_NOTSENT_LOWAT`. Needs root.
+#[tokio::test]
+async fn pings_stay_answered_behind_a_backlog_on_a_shaped_link() {
+    let Some(link) = sinew_testbed::ShapedLink::start_or_skip(8_000) else { return };
+    let (rt_a, rt_b) = (
+        link.runtime(sinew_testbed::Side::A).unwrap(),
+        link.runtime(sinew_testbed::Side::B).unwrap(),
+    );
+    let listen: sinew::Addr =
+        format!("tcp://{}:0", link.address(sinew_testbed::Side::A)).parse().unwrap();
+    let start = |listen: Option<sinew::Addr>| async move {
+        let mut builder = Node::builder(sinew::Keypair::generate()).configure(fast_pings);
+        if let Some(addr) = listen {
+            builder = builder.listen(addr);
+        }
+        builder.start().await.expect("node starts")
+    };
+    let receiver = rt_a.spawn(start(Some(listen))).await.unwrap();
+    let sender = rt_b.spawn(start(None)).await.unwrap();
+    let target = addr(&receiver);
+    let (out, back) = pings_between(receiver, sender, target, Duration::from_secs(10)).await;
+    assert!(out < Duration::from_secs(1) && back < Duration::from_secs(1), "{out:?} / {back:?}");
 }
 
 /// The figure: 8 MiB queued towards a 1 MB/s receiver for 60 s.

@@ -45,6 +45,9 @@ pub(crate) struct NodeArgs {
     /// Inbound connections accepted in all.
     #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_inbound)]
     max_inbound: usize,
+    /// Connections in all, both directions.
+    #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_total)]
+    max_total: usize,
 }
 
 pub(crate) fn init_logging(json: bool) {
@@ -89,6 +92,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
     };
     config.peers.limits.max_per_ip = args.max_per_ip;
     config.peers.limits.max_inbound = args.max_inbound;
+    config.peers.limits.max_total = args.max_total;
     config.peers.idle_timeout =
         (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
     config.request_timeout = Duration::from_secs(600);
@@ -164,6 +168,9 @@ fn log_event(event: &Event) {
             tracing::info!(addrs = %addrs.join(","), "addresses changed");
         }
         Event::Nat(event) => tracing::info!(event = ?event, "port mapping"),
+        Event::MessageDropped { peer, opcode, reason } => {
+            tracing::warn!(%peer, %opcode, reason = ?reason, "message dropped")
+        }
         other => tracing::debug!(event = ?other, "event"),
     }
 }

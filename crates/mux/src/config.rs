@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use sinew_transport::StreamLimits;
 
+use crate::WindowBudget;
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
@@ -63,6 +65,10 @@ pub struct YamuxConfig {
     /// How long a local close may take to flush and send yamux's GoAway before the socket is
     /// dropped anyway. Default 5 s.
     pub close_timeout: Duration,
+    /// A node-wide cap on window growth: the connection's window is the guaranteed floor plus
+    /// what this grants it at creation (see [`WindowBudget`]). `None`: each connection may grow
+    /// to [`YamuxConfig::max_connection_window`].
+    pub window_budget: Option<WindowBudget>,
 }
 
 impl Default for YamuxConfig {
@@ -73,6 +79,7 @@ impl Default for YamuxConfig {
             split_send_size: 256 * KIB,
             inbound_queue: 32,
             close_timeout: Duration::from_secs(5),
+            window_budget: None,
         }
     }
 }
@@ -99,8 +106,12 @@ impl YamuxConfig {
     /// yamux's `max_connection_receive_window`: [`YamuxConfig::max_connection_window`], raised
     /// to [`YamuxConfig::yamux_max_streams`] x 256 KiB if lower (yamux's own requirement).
     pub fn yamux_window(&self) -> usize {
-        let floor = self.yamux_max_streams() * YAMUX_STREAM_WINDOW;
-        self.max_connection_window.max(floor)
+        self.max_connection_window.max(self.yamux_window_floor())
+    }
+
+    /// The window yamux guarantees a connection: [`YamuxConfig::yamux_max_streams`] x 256 KiB.
+    pub fn yamux_window_floor(&self) -> usize {
+        self.yamux_max_streams() * YAMUX_STREAM_WINDOW
     }
 
     /// [`YamuxConfig::split_send_size`] clamped to what a yamux peer accepts.
@@ -116,11 +127,11 @@ impl YamuxConfig {
     /// The yamux configuration. The setters assert `window >= streams x 256 KiB` at every call,
     /// so the window is lifted first, then the stream count set, then the window lowered to its
     /// final value, which [`YamuxConfig::yamux_window`] keeps at or above the floor.
-    pub(crate) fn to_yamux(&self) -> yamux::Config {
+    pub(crate) fn to_yamux(&self, window: usize) -> yamux::Config {
         let mut config = yamux::Config::default();
         config.set_max_connection_receive_window(None);
         config.set_max_num_streams(self.yamux_max_streams());
-        config.set_max_connection_receive_window(Some(self.yamux_window()));
+        config.set_max_connection_receive_window(Some(window.max(self.yamux_window_floor())));
         config.set_split_send_size(self.yamux_split_send_size());
         // Data that arrived before the connection ended stays readable.
         config.set_read_after_close(true);
@@ -138,14 +149,14 @@ mod tests {
         assert_eq!(config.yamux_max_streams(), 64 + 64 + 32 + STREAM_SLACK);
         assert_eq!(config.yamux_window(), 64 * MIB);
         assert!(config.yamux_window() > config.yamux_max_streams() * YAMUX_STREAM_WINDOW);
-        let _ = config.to_yamux();
+        let _ = config.to_yamux(config.yamux_window());
     }
 
     #[test]
     fn a_low_window_cap_is_raised_to_yamux_floor() {
         let config = YamuxConfig { max_connection_window: MIB, ..YamuxConfig::default() };
         assert_eq!(config.yamux_window(), 176 * YAMUX_STREAM_WINDOW);
-        let _ = config.to_yamux(); // yamux's assertions hold
+        let _ = config.to_yamux(config.yamux_window()); // yamux's assertions hold
     }
 
     #[test]
@@ -156,10 +167,11 @@ mod tests {
             split_send_size: usize::MAX,
             inbound_queue: usize::MAX,
             close_timeout: Duration::ZERO,
+            window_budget: None,
         };
         assert_eq!(huge.yamux_max_streams(), usize::MAX / YAMUX_STREAM_WINDOW);
         assert_eq!(huge.yamux_split_send_size(), MAX_SPLIT_SEND_SIZE);
-        let _ = huge.to_yamux();
+        let _ = huge.to_yamux(huge.yamux_window());
 
         let tiny = YamuxConfig {
             limits: StreamLimits { outbound: 0, inbound: 0 },
@@ -167,10 +179,11 @@ mod tests {
             split_send_size: 0,
             inbound_queue: 0,
             close_timeout: Duration::ZERO,
+            window_budget: None,
         };
         assert_eq!(tiny.queue_capacity(), 1);
         assert_eq!(tiny.yamux_split_send_size(), 1);
         assert_eq!(tiny.yamux_max_streams(), 1 + STREAM_SLACK);
-        let _ = tiny.to_yamux();
+        let _ = tiny.to_yamux(tiny.yamux_window());
     }
 }

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
 use crate::stream::YamuxStream;
+use crate::window::WindowGrant;
 
 /// An open request: the driver answers with the new stream, or drops the sender when it cannot
 /// open one (the connection is closing or failed).
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     close_requested: AtomicBool,
     driver_waker: AtomicWaker,
     pub(crate) queue_full_resets: AtomicU64,
+    /// The connection's receive-window cap, as granted at creation.
+    pub(crate) window: AtomicUsize,
 }
 
 impl Shared {
@@ -39,6 +42,7 @@ impl Shared {
             close_requested: AtomicBool::new(false),
             driver_waker: AtomicWaker::new(),
             queue_full_resets: AtomicU64::new(0),
+            window: AtomicUsize::new(0),
         }
     }
 
@@ -84,6 +88,8 @@ pub(crate) struct Driver<S> {
     inbound: mpsc::Sender<Box<YamuxStream>>,
     close_timeout: Duration,
     phase: Phase,
+    /// Its share of the node-wide window budget, given back when the driver ends.
+    _grant: Option<Box<WindowGrant>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<S> {
@@ -102,7 +108,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<S> {
             inbound,
             close_timeout,
             phase: Phase::Running,
+            _grant: None,
         }
+    }
+
+    /// Holds `grant` for as long as the driver lives.
+    pub(crate) fn with_grant(mut self, grant: Option<WindowGrant>) -> Self {
+        self._grant = grant.map(Box::new);
+        self
     }
 
     fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<End> {

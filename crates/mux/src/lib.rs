@@ -108,6 +108,7 @@ mod config;
 mod driver;
 mod muxer;
 mod stream;
+mod window;
 
 use std::sync::Arc;
 
@@ -119,6 +120,7 @@ use tokio_util::compat::TokioAsyncReadCompatExt as _;
 
 pub use config::{MAX_SPLIT_SEND_SIZE, STREAM_SLACK, YAMUX_STREAM_WINDOW, YamuxConfig};
 pub use muxer::YamuxStats;
+pub use window::WindowBudget;
 
 use driver::{Driver, Shared};
 use muxer::YamuxMuxer;
@@ -159,8 +161,15 @@ where
     let (open_tx, open_rx) = mpsc::channel(0);
     // A futures channel holds `buffer` messages plus one per sender (the driver).
     let (inbound_tx, inbound_rx) = mpsc::channel(config.queue_capacity() - 1);
-    let conn = yamux::Connection::new(io.compat(), config.to_yamux(), mode);
-    tokio::spawn(Driver::new(conn, Arc::clone(&shared), open_rx, inbound_tx, config.close_timeout));
+    // The window growth above yamux's guaranteed floor, capped by the node-wide budget.
+    let floor = config.yamux_window_floor();
+    let wanted = config.yamux_window() - floor;
+    let grant = config.window_budget.as_ref().map(|budget| budget.grant(wanted));
+    let window = floor + grant.as_ref().map_or(wanted, |g| g.bytes);
+    shared.window.store(window, std::sync::atomic::Ordering::Relaxed);
+    let conn = yamux::Connection::new(io.compat(), config.to_yamux(window), mode);
+    let driver = Driver::new(conn, Arc::clone(&shared), open_rx, inbound_tx, config.close_timeout);
+    tokio::spawn(driver.with_grant(grant));
     let muxer =
         YamuxMuxer { shared: Arc::clone(&shared), opens: open_tx, inbound: Mutex::new(inbound_rx) };
     (MuxedConnection::new(muxer, config.limits), YamuxStats { shared })

@@ -77,6 +77,12 @@ impl YamuxStats {
         self.shared.queue_full_resets.load(Ordering::Relaxed)
     }
 
+    /// The connection's receive-window cap: yamux's guaranteed floor plus what the node-wide
+    /// [`WindowBudget`](crate::WindowBudget) granted.
+    pub fn window(&self) -> usize {
+        self.shared.window.load(Ordering::Relaxed)
+    }
+
     /// Whether the driver task has ended (the connection is closed).
     pub fn is_ended(&self) -> bool {
         self.shared.ended.is_cancelled()

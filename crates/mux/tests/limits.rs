@@ -250,3 +250,28 @@ async fn a_burst_of_streams_within_the_default_queue_is_accepted_whole() {
     assert_eq!(stats.queue_full_resets(), 0);
     assert_eq!(ours.refused_inbound(), 0);
 }
+
+/// A node-wide window budget caps the growth of every connection's window: each takes at most
+/// a quarter of what is left at creation, and gives it back when it ends.
+#[tokio::test]
+async fn the_window_budget_caps_growth_across_connections() {
+    let budget = sinew_mux::WindowBudget::new(8 << 20);
+    let config = YamuxConfig { window_budget: Some(budget.clone()), ..YamuxConfig::default() };
+    let floor = config.yamux_window_floor();
+    let ((a, a_stats), (b, b_stats)) = common::pair(&config).await;
+    // Two ends, each a quarter of what was left: 2 MiB, then 1.5 MiB.
+    assert_eq!(a_stats.window(), floor + (2 << 20));
+    assert_eq!(b_stats.window(), floor + (3 << 19));
+    assert_eq!(budget.available(), (8 << 20) - (2 << 20) - (3 << 19));
+    a.close().await;
+    within("both ends to end", async {
+        a_stats.ended().await;
+        b_stats.ended().await;
+    })
+    .await;
+    drop((a, b));
+    assert_eq!(budget.available(), 8 << 20, "the grants came back");
+    // Without a budget, the per-connection cap applies.
+    let ((_c, c_stats), _d) = common::pair(&YamuxConfig::default()).await;
+    assert_eq!(c_stats.window(), YamuxConfig::default().yamux_window());
+}

@@ -32,6 +32,11 @@ pub struct NodeConfig {
     pub unauthorized_rate: u64,
     /// Read rate limit per connection in bytes per second, for shaping (None: unlimited).
     pub recv_rate_limit: Option<u64>,
+    /// Node-wide bytes by which yamux's auto-tuned receive windows may grow beyond their
+    /// guaranteed 256 KiB per stream, across all connections (256 MiB; each new connection
+    /// takes at most a quarter of what is left, up to its own cap). Used unless
+    /// `tcp.mux.window_budget` is set.
+    pub mux_window_budget: usize,
     /// Bytes of small frames queued per peer (8 MiB). When full, `send` waits and `try_send`
     /// returns `Full`.
     pub peer_queue_bytes: usize,
@@ -225,6 +230,7 @@ impl Default for NodeConfig {
             unauthorized_frame_cap: 16 * 1024,
             unauthorized_rate: 64 * 1024,
             recv_rate_limit: None,
+            mux_window_budget: 256 * 1024 * 1024,
             peer_queue_bytes: 8 * 1024 * 1024,
             large_message_budget: 1024 * 1024 * 1024,
             large_message_share: sinew_codec::MAX_MESSAGE + 64 * 1024,

@@ -98,8 +98,12 @@ impl NodeBuilder {
 
     /// Binds the listen addresses and starts the node's tasks. Needs a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
-        let Self { keypair, config, protocols } = self;
+        let Self { keypair, mut config, protocols } = self;
         config.validate()?;
+        if config.tcp.mux.window_budget.is_none() {
+            let budget = sinew_mux::WindowBudget::new(config.mux_window_budget);
+            config.tcp.mux.window_budget = Some(budget);
+        }
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();

@@ -31,7 +31,7 @@
 //! # Ok(()) }
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one setsockopt call, see `set_notsent_lowat`
 
 use std::io;
 use std::net::SocketAddr;
@@ -58,6 +58,11 @@ pub struct TcpConfig {
     pub mux: YamuxConfig,
     /// Listen backlog.
     pub backlog: u32,
+    /// `TCP_NOTSENT_LOWAT`: at most this many bytes wait unsent in the kernel's send buffer
+    /// (128 KiB). What the kernel holds unsent, a pong written later waits behind on a slow
+    /// link; with the limit, the backlog stays in sinew's queues, where system frames go
+    /// first. `None` leaves the system default (unlimited).
+    pub notsent_lowat: Option<u32>,
 }
 
 impl Default for TcpConfig {
@@ -67,6 +72,7 @@ impl Default for TcpConfig {
             noise: NoiseConfig::default(),
             mux: YamuxConfig::default(),
             backlog: 1024,
+            notsent_lowat: Some(128 * 1024),
         }
     }
 }
@@ -169,6 +175,7 @@ impl Transport for TcpTransport {
             let stream = tokio::time::timeout(config.dial_timeout, connect(&addr))
                 .await
                 .map_err(|_| DialError::Timeout)??;
+            set_notsent_lowat(&stream, config.notsent_lowat).map_err(DialError::Connect)?;
             let local = stream.local_addr().map_err(DialError::Connect)?;
             let remote = stream.peer_addr().map_err(DialError::Connect)?;
             let (secured, handshake) = sinew_secure::upgrade_outbound(
@@ -184,6 +191,34 @@ impl Transport for TcpTransport {
             Ok(Connection { muxer, info })
         })
     }
+}
+
+/// Sets `TCP_NOTSENT_LOWAT` (Linux; elsewhere nothing).
+#[allow(unsafe_code)]
+fn set_notsent_lowat(stream: &TcpStream, bytes: Option<u32>) -> io::Result<()> {
+    let Some(bytes) = bytes else { return Ok(()) };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        let value: libc::c_int = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the descriptor is the open socket `stream` owns for the whole call, and the
+        // option value points to a c_int of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (stream, bytes);
+    Ok(())
 }
 
 /// Connects to the first resolved address that accepts.
@@ -219,6 +254,7 @@ impl Listener for TcpListenerImpl {
         Box::pin(async move {
             let (stream, remote) = self.listener.accept().await?;
             stream.set_nodelay(true)?;
+            set_notsent_lowat(&stream, self.transport.config.notsent_lowat)?;
             let local = stream.local_addr()?;
             let pending = PendingTcp { stream, local, remote, transport: self.transport.clone() };
             Ok(Incoming::new(canonical(remote), canonical(local), pending))

@@ -34,10 +34,12 @@
 #![allow(unsafe_code)]
 
 mod gateway;
+mod link;
 mod netns;
 mod parse;
 
 pub use gateway::{Gateway, GatewayOptions, LAN_CLIENT, LAN_GATEWAY, NAME_PREFIX, Namespace};
+pub use link::{ShapedLink, Side};
 pub use netns::{NsRuntime, NsTask};
 pub use parse::{Mapping, Protocol, UpnpcEntry, parse_nft_chain, parse_upnpc_list};
 
@@ -57,6 +59,8 @@ pub enum TestbedError {
     },
     /// An I/O error (spawning, files).
     Io(std::io::Error),
+    /// The machine cannot run the fixture (not root, a program missing).
+    Unavailable(String),
     /// miniupnpd exited or did not open its sockets in time.
     Miniupnpd {
         /// What went wrong.
@@ -71,6 +75,7 @@ impl fmt::Display for TestbedError {
         match self {
             Self::Command { command, output } => write!(f, "`{command}` failed: {output}"),
             Self::Io(error) => write!(f, "I/O error: {error}"),
+            Self::Unavailable(reason) => f.write_str(reason),
             Self::Miniupnpd { reason, log } => write!(f, "miniupnpd: {reason}\n--- log ---\n{log}"),
         }
     }
@@ -107,6 +112,22 @@ pub fn require_root_and_packages() -> Result<(), String> {
     }
     if !Path::new("/proc/self/ns/net").exists() {
         return Err("no network namespace support (/proc/self/ns/net)".to_owned());
+    }
+    Ok(())
+}
+
+/// Checks that network namespaces, veth and tc can be used here: root, `ip` and `tc`.
+pub fn require_root() -> Result<(), TestbedError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(TestbedError::Unavailable("needs root (network namespaces, tc)".to_owned()));
+    }
+    for program in ["ip", "tc"] {
+        if find_program(program).is_none() {
+            return Err(TestbedError::Unavailable(format!(
+                "missing {program}: apt-get install -y iproute2"
+            )));
+        }
     }
     Ok(())
 }
