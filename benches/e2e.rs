@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sinew::{Keypair, Node, NodeConfig, NoiseSuite, Opcode};
 use sinew_codec::Frame;
-use sinew_codec::messages::{ControlHello, MessageBody as _};
+use sinew_codec::messages::{CONTROL_VERSION, ControlHello, MessageBody as _};
 use sinew_secure::NoiseIdentity;
 use sinew_tcp::{TcpConfig, TcpTransport};
 use sinew_transport::Transport as _;
@@ -263,7 +263,8 @@ async fn idle_connection(
     let connection = transport.dial(target.clone()).await.unwrap();
     let mut control = connection.muxer.open_stream().await.unwrap();
     let hello =
-        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: 1 }.encode()).to_bytes();
+        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())
+            .to_bytes();
     control.write_all(&hello).await.unwrap();
     control.flush().await.unwrap();
     (connection, control)

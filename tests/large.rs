@@ -83,3 +83,33 @@ async fn max_size_message_intact_while_pings_overtake_it() {
     assert_eq!(Sha256::digest(&msg.payload), digest);
     sender.await.unwrap().unwrap();
 }
+
+/// The boundary between the message stream and a stream of its own, both ways: a payload of
+/// exactly 1 MiB and one of 1 MiB + 1 both arrive intact and in their lanes' order; and a large
+/// request's large response comes back (LARGE combines with REQUEST and RESPONSE).
+#[tokio::test]
+async fn the_large_boundary_and_large_requests() {
+    let op = Opcode::app(1000).unwrap();
+    let (a, b) = (node().await, node().await);
+    let mut inbox = a.inbox(op).await.unwrap();
+    let server = a.clone();
+    let echo_op = Opcode::app(1001).unwrap();
+    let mut echo = a.inbox(echo_op).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(msg) = echo.next().await {
+            server.reply(&msg, msg.payload.clone()).await.unwrap();
+        }
+    });
+    let peer = b.dial(addr(&a)).await.unwrap();
+    let cap = sinew_codec::DEFAULT_CONTROL_CAP;
+    for len in [cap, cap + 1] {
+        let payload = pattern(len);
+        b.send_acked(peer, op, payload.clone()).await.unwrap();
+        let msg = inbox.try_next().expect("delivered before the ack");
+        assert_eq!(msg.payload.len(), len);
+        assert_eq!(Sha256::digest(&msg.payload), Sha256::digest(&payload));
+    }
+    let request = pattern(3 * cap);
+    let response = b.request(peer, echo_op, request.clone()).await.unwrap();
+    assert_eq!(Sha256::digest(&response), Sha256::digest(&request));
+}

@@ -27,8 +27,17 @@ pub(crate) async fn raw_connect(target: &Addr) -> RawPeer {
 /// Like [`raw_connect`], as `key` with boot nonce `boot_nonce` (a second connection of the
 /// same peer process uses the same pair).
 pub(crate) async fn raw_connect_as(key: &Keypair, boot_nonce: u64, target: &Addr) -> RawPeer {
-    let transport =
-        TcpTransport::new(Arc::new(NoiseIdentity::new(key, boot_nonce)), TcpConfig::default());
+    raw_connect_with(key, boot_nonce, target, TcpConfig::default()).await
+}
+
+/// Like [`raw_connect_as`], with transport settings of its own (e.g. more streams).
+pub(crate) async fn raw_connect_with(
+    key: &Keypair,
+    boot_nonce: u64,
+    target: &Addr,
+    config: TcpConfig,
+) -> RawPeer {
+    let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(key, boot_nonce)), config);
     let connection = transport.dial(target.clone()).await.expect("raw dial");
     let mut control = connection.muxer.open_stream().await.expect("control stream");
     let hello =

@@ -186,3 +186,69 @@ async fn frame_caps_hold_at_the_cap_and_refuse_cap_plus_one() {
     assert_eq!(goodbye_code(&mut raw).await, sinew::DisconnectCode::PROTOCOL_ERROR);
     still_serves(&a).await;
 }
+
+/// A burst of stream opens within the limit is never reset; past it, exactly the excess is.
+/// The raw peer holds its control stream, then opens 70 raw streams at once: 63 fit the
+/// inbound limit of 64, 7 are reset.
+#[tokio::test]
+async fn a_burst_of_stream_opens_is_refused_exactly_past_the_limit() {
+    use sinew_codec::messages::{MessageBody as _, OpenStream};
+    let a = node().await;
+    let op = Opcode::app(2000).unwrap();
+    let mut handler = a.stream_handler(op).await.unwrap();
+    // Our side may open more than 64 streams, so that the node's limit is the one that counts.
+    let mut config = sinew_tcp::TcpConfig::default();
+    config.mux.limits.outbound = 128;
+    let key = sinew_types::Keypair::generate();
+    let raw = crate::raw::raw_connect_with(&key, 1, &addr(&a), config).await;
+    let header =
+        sinew_codec::Frame::message(Opcode::OPEN_STREAM, OpenStream { opcode: op }.encode())
+            .to_bytes();
+    let mut streams = Vec::new();
+    for _ in 0..70 {
+        let mut stream = raw._connection.muxer.open_stream().await.unwrap();
+        stream.write_all(&header).await.unwrap();
+        stream.flush().await.unwrap();
+        streams.push(stream);
+    }
+    let mut taken = Vec::new();
+    for _ in 0..63 {
+        let incoming = tokio::time::timeout(WAIT, handler.next()).await.expect("taken").unwrap();
+        taken.push(incoming);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), handler.next()).await;
+    assert!(more.is_err(), "no 64th stream");
+    // The other 7 were reset: they read the end at once (the taken ones stay open).
+    let reads = streams.iter_mut().map(|stream| async move {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte));
+        matches!(read.await, Ok(Ok(0) | Err(_)))
+    });
+    let ended = futures::future::join_all(reads).await.into_iter().filter(|e| *e).count();
+    assert_eq!(ended, 7, "exactly the streams over the limit are reset");
+}
+
+/// A dialler speaking another control stream version is told so (DISCONNECT 11) and closed.
+#[tokio::test]
+async fn another_control_stream_version_is_refused_with_its_code() {
+    use sinew_codec::messages::{ControlHello, Disconnect, MessageBody as _};
+    use sinew_codec::{Frame, FrameDecoder};
+    use sinew_transport::Transport as _;
+    let a = node().await;
+    let key = sinew_types::Keypair::generate();
+    let identity = std::sync::Arc::new(sinew_secure::NoiseIdentity::new(&key, 1));
+    let transport = sinew_tcp::TcpTransport::new(identity, sinew_tcp::TcpConfig::default());
+    let connection = transport.dial(addr(&a)).await.unwrap();
+    let mut control = connection.muxer.open_stream().await.unwrap();
+    let hello = Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: 1 }.encode());
+    control.write_all(&hello.to_bytes()).await.unwrap();
+    control.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, control.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    let frame = FrameDecoder::new(1024).decode(&mut buf).unwrap().expect("a goodbye");
+    assert_eq!(frame.opcode, Opcode::DISCONNECT);
+    let goodbye = Disconnect::decode(frame.payload).unwrap();
+    assert_eq!(goodbye.code, sinew::DisconnectCode::UNSUPPORTED_VERSION);
+    assert!(goodbye.message.contains("speaks 2"), "{}", goodbye.message);
+}

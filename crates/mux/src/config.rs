@@ -31,8 +31,8 @@ pub const STREAM_SLACK: usize = 16;
 /// use sinew_mux::YamuxConfig;
 /// let config = YamuxConfig::default();
 /// // 64 + 64 of ours, 32 queued, 16 of slack:
-/// assert_eq!(config.yamux_max_streams(), 176);
-/// // 176 streams x 256 KiB = 44 MiB guaranteed, plus 20 MiB for windows to grow into.
+/// assert_eq!(config.yamux_max_streams(), 208);
+/// // 208 streams x 256 KiB = 52 MiB guaranteed, plus 12 MiB for windows to grow into.
 /// assert_eq!(config.yamux_window(), 64 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct YamuxConfig {
     /// [`YamuxConfig::yamux_max_streams`] x 256 KiB if lower, because yamux guarantees every
     /// stream its initial 256 KiB window (and asserts the cap covers it); what is left above that
     /// is the room auto-tuning may hand out to busy streams on high-latency links.
-    /// Default 64 MiB: 44 MiB guaranteed under the default limits plus 20 MiB of growth. (With
+    /// Default 64 MiB: 52 MiB guaranteed under the default limits plus 12 MiB of growth. (With
     /// 64 streams each way yamux needs at least 32 MiB, whatever the slack.)
     pub max_connection_window: usize,
     /// Largest data frame yamux sends; larger writes are split. Default 256 KiB (yamux's own
@@ -53,12 +53,13 @@ pub struct YamuxConfig {
     pub split_send_size: usize,
     /// Inbound streams the driver queues until `accept` takes them. When the queue is full a new
     /// inbound stream is reset at once and counted ([`YamuxStats::queue_full_resets`]).
-    /// Default 32; at least 1.
+    /// Default 64, the inbound stream limit; at least 1.
     ///
     /// The driver reads every frame that has arrived before the accepting task gets to run, so
-    /// a peer opening many streams at once (up to its outbound limit, 64 by default) delivers
-    /// them in one burst; 32 absorbs most bursts, and `limits.inbound` rules out resets within
-    /// the limit. An idle queue costs nothing whatever its capacity (a linked list of entries).
+    /// a peer opening many streams at once delivers them in one burst. With the queue as large
+    /// as the inbound limit, a burst within the limit is never reset; streams over the limit
+    /// are reset by the limit, exactly. An idle queue costs nothing whatever its capacity (a
+    /// linked list of entries).
     ///
     /// [`YamuxStats::queue_full_resets`]: crate::YamuxStats::queue_full_resets
     pub inbound_queue: usize,
@@ -77,7 +78,7 @@ impl Default for YamuxConfig {
             limits: StreamLimits::default(),
             max_connection_window: 64 * MIB,
             split_send_size: 256 * KIB,
-            inbound_queue: 32,
+            inbound_queue: StreamLimits::default().inbound,
             close_timeout: Duration::from_secs(5),
             window_budget: None,
         }
@@ -146,7 +147,7 @@ mod tests {
     #[test]
     fn defaults_leave_room_for_window_growth() {
         let config = YamuxConfig::default();
-        assert_eq!(config.yamux_max_streams(), 64 + 64 + 32 + STREAM_SLACK);
+        assert_eq!(config.yamux_max_streams(), 64 + 64 + 64 + STREAM_SLACK);
         assert_eq!(config.yamux_window(), 64 * MIB);
         assert!(config.yamux_window() > config.yamux_max_streams() * YAMUX_STREAM_WINDOW);
         let _ = config.to_yamux(config.yamux_window());
@@ -155,7 +156,7 @@ mod tests {
     #[test]
     fn a_low_window_cap_is_raised_to_yamux_floor() {
         let config = YamuxConfig { max_connection_window: MIB, ..YamuxConfig::default() };
-        assert_eq!(config.yamux_window(), 176 * YAMUX_STREAM_WINDOW);
+        assert_eq!(config.yamux_window(), 208 * YAMUX_STREAM_WINDOW);
         let _ = config.to_yamux(config.yamux_window()); // yamux's assertions hold
     }
 

@@ -22,8 +22,8 @@ pub struct ProtocolId(pub u32);
 pub enum Command {
     /// Mark the peer authorized.
     Authorize(PeerId),
-    /// Close the connection to the peer, telling it why.
-    Disconnect(PeerId, DisconnectCode),
+    /// Close the connection to the peer, telling it why (a code, and a reason text).
+    Disconnect(PeerId, DisconnectCode, String),
     /// Dial an address (one-shot).
     Dial(Addr),
     /// Keep a peer connected (reconnect with backoff).
@@ -241,7 +241,14 @@ impl<'a> Ctx<'a> {
 
     /// Closes the connection to a peer with a reason.
     pub fn disconnect(&mut self, peer: &PeerId, code: DisconnectCode) {
-        self.host.command(self.protocol, Command::Disconnect(*peer, code));
+        self.disconnect_because(peer, code, "");
+    }
+
+    /// Closes the connection to a peer with a code and a reason text the peer receives in its
+    /// `DISCONNECT` (at most 256 bytes; longer is cut). A `PROTOCOL_ERROR` closes at once;
+    /// other codes close gracefully (what was sent before arrives first).
+    pub fn disconnect_because(&mut self, peer: &PeerId, code: DisconnectCode, reason: &str) {
+        self.host.command(self.protocol, Command::Disconnect(*peer, code, reason.to_owned()));
     }
 
     /// Dials an address once.

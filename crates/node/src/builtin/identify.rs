@@ -82,7 +82,8 @@ impl Protocol for Identify {
             Ok(identify) => ctx.set_identity(&msg.peer, Arc::new(identify)),
             Err(error) => {
                 tracing::debug!(peer = %msg.peer, %error, "malformed identify");
-                ctx.disconnect(&msg.peer, DisconnectCode::PROTOCOL_ERROR);
+                let reason = format!("malformed identify: {error}");
+                ctx.disconnect_because(&msg.peer, DisconnectCode::PROTOCOL_ERROR, &reason);
             }
         }
         Handled::Yes

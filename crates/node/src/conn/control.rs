@@ -21,10 +21,10 @@ use super::{ConnEvent, StreamCtx};
 use crate::stats::ConnStats;
 
 /// How the control stream's reader ended.
-#[derive(Debug)]
 pub(super) enum ReadEnd {
-    /// The remote said goodbye (nothing after a `DISCONNECT` counts).
-    Goodbye(Disconnect),
+    /// The remote said goodbye (nothing after a `DISCONNECT` counts); the reader is handed
+    /// back so the rest can be read to the remote's FIN ([`drain`]).
+    Goodbye(Disconnect, Box<FrameReader<ReadHalf<Stream>>>),
     /// The remote finished the stream.
     Eof,
     /// The stream failed or the remote broke the protocol.
@@ -55,12 +55,19 @@ pub(super) async fn read_system(
                 code: DisconnectCode::PROTOCOL_ERROR,
                 message: "malformed disconnect".into(),
             });
-            return ReadEnd::Goodbye(goodbye);
+            return ReadEnd::Goodbye(goodbye, Box::new(reader));
         }
         if ctx.to_driver.send(ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
             return ReadEnd::Failed(Reason::Local(DisconnectCode::SHUTDOWN));
         }
     }
+}
+
+/// After a goodbye: reads (and ignores) what still comes until the remote finishes the stream,
+/// so that its FIN does not meet a closed socket.
+pub(super) async fn drain(mut reader: Box<FrameReader<ReadHalf<Stream>>>, ctx: &StreamCtx) {
+    let config = &ctx.shared.config;
+    while let Ok(Some(_)) = reader.next(config, &ctx.stats, &ctx.limits).await {}
 }
 
 /// How the control stream's writer ended.

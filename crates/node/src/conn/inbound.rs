@@ -222,7 +222,26 @@ async fn receive_large(
     ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
     deliver(frame, ctx).await;
     drop(charge);
-    Ok(())
+    // Taken: close the stream cleanly (a reset would read as a refusal to the sender).
+    finish_after_end(stream, ctx).await
+}
+
+/// Waits for the sender's FIN after the one frame a stream carries (more bytes are an error),
+/// then finishes our half, so the stream ends cleanly instead of being reset.
+async fn finish_after_end(stream: &mut Stream, ctx: &StreamCtx) -> Result<(), StreamFault> {
+    let stall = ctx.shared.config.frame_stall_timeout;
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(stall, stream.read(&mut byte))
+        .await
+        .map_err(|_| StreamFault::Stalled)?
+        .map_err(|_| StreamFault::Io)?;
+    if n != 0 {
+        return Err(StreamFault::Malformed);
+    }
+    tokio::time::timeout(stall, stream.finish())
+        .await
+        .map_err(|_| StreamFault::Stalled)?
+        .map_err(|_| StreamFault::Io)
 }
 
 /// Whether a large transfer that started at `started` and moved `moved` bytes is slower than

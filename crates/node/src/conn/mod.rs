@@ -275,6 +275,7 @@ impl Lanes<'_> {
             Some(Box::pin(control::read_system(FrameReader::new(rd, SYSTEM_FRAME_CAP), ctx)));
         let mut sys_wr =
             Some(Box::pin(control::write_system(wr, self.system, &ctx.stats, stall, hello)));
+        let mut sys_drain = None;
         let mut msg_wr = None;
         let mut msg_stop = CancellationToken::new();
         let mut activated = false;
@@ -319,7 +320,8 @@ impl Lanes<'_> {
                 end = optional(&mut sys_rd) => {
                     sys_rd = None;
                     match end {
-                        control::ReadEnd::Goodbye(goodbye) => {
+                        control::ReadEnd::Goodbye(goodbye, reader) => {
+                            sys_drain = Some(Box::pin(control::drain(reader, ctx)));
                             let code = goodbye.code;
                             if ctx.to_driver.send(ConnEvent::Goodbye { conn: ctx.conn, code }).await.is_err() {
                                 return Reason::Local(DisconnectCode::SHUTDOWN);
@@ -343,6 +345,7 @@ impl Lanes<'_> {
                         }
                     }
                 }
+                () = optional(&mut sys_drain) => sys_drain = None,
                 end = optional(&mut sys_wr) => {
                     sys_wr = None;
                     match end {
@@ -428,7 +431,7 @@ impl Lanes<'_> {
                     c.finished = true;
                     self.system.finish(c.goodbye.take());
                 }
-                let lanes_done = sys_rd.is_none() && msg_rd.is_none();
+                let lanes_done = sys_rd.is_none() && sys_drain.is_none() && msg_rd.is_none();
                 if sys_wr.is_none() && (c.fast || lanes_done) {
                     return c.reason.clone();
                 }

@@ -80,7 +80,15 @@ async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Resul
         if let Some(trailer) = frame.trailer() {
             write_all_timed(&mut stream, &trailer, stall).await?;
         }
-        finish_timed(&mut stream, stall).await
+        finish_timed(&mut stream, stall).await?;
+        // The receiver finishes its half once it has taken the message; a reset means it
+        // refused it (its budget, or the minimum rate).
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(stall, stream.read(&mut byte)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WriteFault::Io),
+            Err(_) => Err(WriteFault::Stalled),
+        }
     }
     .await;
     if result.is_err() {

@@ -169,7 +169,9 @@ impl Driver {
         for (_protocol, command) in commands {
             match command {
                 ProtocolCommand::Authorize(peer) => self.authorize(peer),
-                ProtocolCommand::Disconnect(peer, code) => self.disconnect(peer, code),
+                ProtocolCommand::Disconnect(peer, code, message) => {
+                    self.disconnect(peer, code, message)
+                }
                 ProtocolCommand::Dial(addr) => {
                     let (tx, _) = tokio::sync::oneshot::channel();
                     self.dial(addr, tx);

@@ -252,7 +252,7 @@ impl Driver {
                 }
             }
             Command::Authorize { peer } => self.authorize(peer),
-            Command::Disconnect { peer, code } => self.disconnect(peer, code),
+            Command::Disconnect { peer, code } => self.disconnect(peer, code, String::new()),
             Command::Ping { peer, reply } => self.user_ping(peer, reply),
             Command::Register { protocol, reply } => {
                 let result = self.add_protocol(protocol);
@@ -308,15 +308,13 @@ impl Driver {
         }
     }
 
-    fn disconnect(&mut self, peer: PeerId, code: DisconnectCode) {
+    fn disconnect(&mut self, peer: PeerId, code: DisconnectCode, message: String) {
         if let Some(conn) = self.core.peers.active_connection(&peer)
             && let Some(entry) = self.core.conns.get(&conn)
         {
-            entry.command(crate::conn::ConnCommand::Close {
-                code,
-                message: String::new(),
-                graceful: true,
-            });
+            // A protocol error closes at once; any other reason delivers what was sent first.
+            let graceful = code != DisconnectCode::PROTOCOL_ERROR;
+            entry.command(crate::conn::ConnCommand::Close { code, message, graceful });
         }
     }
 
