@@ -114,6 +114,15 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         bytes.extend_from_slice(&[0x42; 32]);
         out.push(("noise_responder", format!("preamble-msg1-suite{}", suite.id()), bytes));
     }
+    // Refusal records: every limit, with and without retry advice.
+    for code in 1..=5u8 {
+        let limit = sinew_transport::RefusedLimit::from_code(code);
+        for after in [None, Some(std::time::Duration::from_secs(3))] {
+            let refused = sinew_transport::Refused { limit, retry_after: after };
+            let name = format!("limit{code}-after{}", after.map_or(0, |d| d.as_secs()));
+            out.push(("refusal_record", name, sinew_secure::encode_refusal(refused).to_vec()));
+        }
+    }
     // NAT-PMP responses (RFC 6886, big-endian): external address, TCP map, a failure.
     let mut pmp = vec![0u8, 128, 0, 0];
     pmp.extend_from_slice(&7u32.to_be_bytes());

@@ -19,6 +19,15 @@ pub fn handshake_payload(data: &[u8]) {
     assert_eq!(again.ok(), Some(payload), "decode(encode(decode(x))) differs");
 }
 
+/// Decodes `data` as a refusal record (what a dialler reads instead of message 2); a record that
+/// decodes must encode to the same bytes.
+pub fn refusal_record(data: &[u8]) {
+    let Some(record) = data.first_chunk::<{ crate::REFUSAL_LEN }>() else { return };
+    if let Some(refused) = crate::decode_refusal(record) {
+        assert_eq!(&crate::encode_refusal(refused), record, "the record encoding is not canonical");
+    }
+}
+
 /// Feeds `data` to a sans-IO responder as a preamble followed by framed Noise messages
 /// (`u16` big-endian length + message), writing its replies when it is its turn. Never panics.
 pub fn responder(data: &[u8]) {
