@@ -80,6 +80,7 @@ fn server_config() -> NodeConfig {
     config.peers.limits.max_inbound = 4096;
     config.peers.limits.max_per_ip = 4096;
     config.peers.limits.max_pending_inbound = 512;
+    config.peers.limits.max_pending_per_ip = 512;
     config.peers.limits.max_pending_outbound = 512;
     config.peers.idle_timeout = None;
     config.peers.ping_interval = Duration::from_secs(3600);

@@ -8,7 +8,11 @@ use sinew_tests::{WAIT, addr, node, node_with};
 async fn fifty_nodes_around_one_exchange_messages() {
     let op = Opcode::app(1000).unwrap();
     // Every leaf dials from 127.0.0.1: lift the per-IP limit (16 by default) for this hub.
-    let hub = node_with(|c| c.peers.limits.max_per_ip = 64).await;
+    let hub = node_with(|c| {
+        c.peers.limits.max_per_ip = 64;
+        c.peers.limits.max_pending_per_ip = 64;
+    })
+    .await;
     let mut hub_inbox = hub.inbox(op).await.unwrap();
     let mut hub_events = hub.events();
     let mut leaves = Vec::new();

@@ -42,6 +42,9 @@ pub(crate) struct NodeArgs {
     /// Inbound connections accepted from one IP address.
     #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_per_ip)]
     max_per_ip: usize,
+    /// Inbound handshakes in progress from one IP address (an IPv6 address by its /64).
+    #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_pending_per_ip)]
+    max_pending_per_ip: usize,
     /// Inbound connections accepted in all.
     #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_inbound)]
     max_inbound: usize,
@@ -91,6 +94,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         ..NodeConfig::default()
     };
     config.peers.limits.max_per_ip = args.max_per_ip;
+    config.peers.limits.max_pending_per_ip = args.max_pending_per_ip;
     config.peers.limits.max_inbound = args.max_inbound;
     config.peers.limits.max_total = args.max_total;
     config.peers.idle_timeout =

@@ -24,6 +24,12 @@ pub struct NodeConfig {
     /// Application messages with larger payloads than this go on a stream of their own with
     /// the `LARGE` flag (1 MiB, the most a message stream carries: every receiver accepts it).
     pub control_frame_cap: usize,
+    /// The slowest the lanes may move (16 KiB/s): a partial frame must arrive at this rate, and
+    /// our message writer, while it has frames to write, must get them out at this rate over
+    /// every window of `frame_stall_timeout`; otherwise the connection is closed (a protocol
+    /// error, or `STALLED`). So a peer cannot hold a 1 MiB partial frame, or keep our queue
+    /// full, by moving a byte now and then.
+    pub lane_min_rate: u64,
     /// What an unauthorized peer may do.
     pub access: AccessPolicy,
     /// Largest frame an unauthorized peer may send (16 KiB).
@@ -41,16 +47,18 @@ pub struct NodeConfig {
     /// returns `Full`.
     pub peer_queue_bytes: usize,
     /// Node-wide bytes of large messages in flight, each direction (1 GiB). Receiving, it is
-    /// charged as bytes arrive (never from a claimed length): a message whose next bytes do
-    /// not fit is reset and dropped (`DropReason::BudgetExhausted`). Sending, a message waits
+    /// charged as bytes arrive (never from a claimed length) and stays charged until the
+    /// application drops the payload: a message whose next bytes do not fit is reset and
+    /// dropped (`DropReason::BudgetExhausted`). Sending, a message waits
     /// for its whole size to fit (`send`), or `try_send` returns `Full`.
     pub large_message_budget: usize,
     /// The most one connection may hold of the receive budget at once (512 MiB + 64 KiB: one
     /// largest message).
     pub large_message_share: usize,
-    /// The slowest a large message may travel, either way, once `frame_stall_timeout` has
-    /// passed since its start (64 KiB/s): a slower one is reset (`DropReason::TooSlow` when
-    /// receiving, `SendError::Reset` when sending), so trickled claims cannot hold budgets.
+    /// The slowest a large message may travel, either way (256 KiB/s): in every window of
+    /// `frame_stall_timeout` it must move this rate's worth of bytes (or all that is left), or
+    /// it is reset (`DropReason::TooSlow` when receiving, `SendError::Reset` when sending), so
+    /// trickled claims cannot hold budgets.
     pub large_min_rate: u64,
     /// A partial frame that makes no progress for this long closes the connection (10 s).
     pub frame_stall_timeout: Duration,
@@ -186,6 +194,9 @@ impl NodeConfig {
         if self.unauthorized_rate == 0 {
             return Err(ConfigError::Zero { field: "unauthorized_rate" });
         }
+        if self.lane_min_rate == 0 {
+            return Err(ConfigError::Zero { field: "lane_min_rate" });
+        }
         if self.large_min_rate == 0 {
             return Err(ConfigError::Zero { field: "large_min_rate" });
         }
@@ -226,6 +237,7 @@ impl Default for NodeConfig {
             peers: PeersConfig::default(),
             tcp: TcpConfig::default(),
             control_frame_cap: DEFAULT_CONTROL_CAP,
+            lane_min_rate: 16 * 1024,
             access: AccessPolicy::default(),
             unauthorized_frame_cap: 16 * 1024,
             unauthorized_rate: 64 * 1024,
@@ -234,7 +246,7 @@ impl Default for NodeConfig {
             peer_queue_bytes: 8 * 1024 * 1024,
             large_message_budget: 1024 * 1024 * 1024,
             large_message_share: sinew_codec::MAX_MESSAGE + 64 * 1024,
-            large_min_rate: 64 * 1024,
+            large_min_rate: 256 * 1024,
             frame_stall_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(20),
             setup_timeout: Duration::from_secs(10),
@@ -287,6 +299,7 @@ mod tests {
             (|c| c.unauthorized_rate = 0, zero("unauthorized_rate")),
             (|c| c.large_message_share = 0, zero("large_message_share")),
             (|c| c.large_min_rate = 0, zero("large_min_rate")),
+            (|c| c.lane_min_rate = 0, zero("lane_min_rate")),
             (|c| c.recv_rate_limit = Some(0), zero("recv_rate_limit")),
             (
                 |c| c.control_frame_cap = DEFAULT_CONTROL_CAP + 1,

@@ -63,8 +63,12 @@ pub struct ConnectionLimits {
     /// ones, so that silent inbound sockets cannot block our own dials). Default 64.
     pub max_pending_outbound: usize,
     /// Inbound connections from one remote IP address (IPv4-mapped IPv6 addresses count as
-    /// their IPv4 address). Outbound connections do not count: we chose those. Default 16.
+    /// their IPv4 address, IPv6 addresses by their /64). Outbound connections do not count: we
+    /// chose those. Default 16.
     pub max_per_ip: usize,
+    /// Inbound handshakes in progress from one remote address (counted as `max_per_ip`), so
+    /// that a few addresses cannot hold every pending slot. Default 8.
+    pub max_pending_per_ip: usize,
 }
 
 /// Redial backoff for persistent peers.
@@ -138,6 +142,7 @@ impl Default for ConnectionLimits {
             max_pending_inbound: 64,
             max_pending_outbound: 64,
             max_per_ip: 16,
+            max_pending_per_ip: 8,
         }
     }
 }

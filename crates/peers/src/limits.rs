@@ -12,8 +12,35 @@ use crate::types::{ConnectionCounts, Refusal};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Counter {
     pub(crate) counts: ConnectionCounts,
-    /// Inbound connections per remote IP; entries at zero are removed.
+    /// Inbound connections per remote address (see [`ip_key`]); entries at zero are removed.
     pub(crate) per_ip: BTreeMap<IpAddr, usize>,
+    /// Inbound handshakes in progress per remote address.
+    pub(crate) pending_per_ip: BTreeMap<IpAddr, usize>,
+}
+
+/// What the per-IP limits count by: an IPv4 address (IPv4-mapped IPv6 as IPv4), or an IPv6
+/// address's /64 network (one site's addresses are free to choose within it).
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+fn bump(map: &mut BTreeMap<IpAddr, usize>, ip: IpAddr) {
+    *map.entry(ip).or_insert(0) += 1;
+}
+
+fn drop_one(map: &mut BTreeMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
+    }
 }
 
 impl Counter {
@@ -37,8 +64,12 @@ impl Counter {
             return Err(Refusal::Inbound { limit: limits.max_inbound });
         }
         self.check_common(limits, Direction::Inbound)?;
-        if self.count_for_ip(ip) >= limits.max_per_ip {
-            return Err(Refusal::PerIp { ip, limit: limits.max_per_ip });
+        let key = ip_key(ip);
+        if self.count_for_ip(key) >= limits.max_per_ip {
+            return Err(Refusal::PerIp { ip: key, limit: limits.max_per_ip });
+        }
+        if self.pending_per_ip.get(&key).copied().unwrap_or(0) >= limits.max_pending_per_ip {
+            return Err(Refusal::PendingPerIp { ip: key, limit: limits.max_pending_per_ip });
         }
         Ok(())
     }
@@ -74,12 +105,16 @@ impl Counter {
             }
         }
         if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_insert(0) += 1;
+            bump(&mut self.per_ip, ip);
+            bump(&mut self.pending_per_ip, ip);
         }
     }
 
     /// A pending connection's handshake ended (success, failure or abort).
-    pub(crate) fn handshake_done(&mut self, direction: Direction) {
+    pub(crate) fn handshake_done(&mut self, direction: Direction, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            drop_one(&mut self.pending_per_ip, ip);
+        }
         let c = &mut self.counts;
         c.pending_handshakes = c.pending_handshakes.saturating_sub(1);
         match direction {
@@ -96,18 +131,13 @@ impl Counter {
             Direction::Inbound => c.inbound = c.inbound.saturating_sub(1),
             Direction::Outbound => c.outbound = c.outbound.saturating_sub(1),
         }
-        if let Some(ip) = ip
-            && let Some(n) = self.per_ip.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
+        if let Some(ip) = ip {
+            drop_one(&mut self.per_ip, ip);
         }
     }
 
-    /// Inbound connections from `ip`.
+    /// Inbound connections from `ip` (counted by [`ip_key`]).
     pub(crate) fn count_for_ip(&self, ip: IpAddr) -> usize {
-        self.per_ip.get(&ip.to_canonical()).copied().unwrap_or(0)
+        self.per_ip.get(&ip_key(ip)).copied().unwrap_or(0)
     }
 }

@@ -336,6 +336,14 @@ pub enum Refusal {
         /// The configured limit.
         limit: usize,
     },
+    /// Too many handshakes in progress from this IP address (or IPv6 /64).
+    #[error("pending handshake limit reached for {ip} ({limit} handshakes)")]
+    PendingPerIp {
+        /// The remote address (an IPv6 /64 network as its first address).
+        ip: IpAddr,
+        /// The configured limit.
+        limit: usize,
+    },
     /// Too many connections from this IP address.
     #[error("per-IP connection limit reached for {ip} ({limit} connections)")]
     PerIp {

@@ -152,7 +152,9 @@ pub use preamble::{
 };
 pub use refusal::{REFUSAL_LEN, decode_refusal, encode_refusal, refuse_inbound};
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
-pub use upgrade::{upgrade_inbound, upgrade_inbound_noise, upgrade_outbound};
+pub use upgrade::{
+    FIRST_MESSAGE_TIMEOUT, upgrade_inbound, upgrade_inbound_noise, upgrade_outbound,
+};
 
 /// The largest Noise message: 65,535 bytes.
 pub const MAX_MESSAGE: usize = 65_535;

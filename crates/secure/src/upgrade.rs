@@ -26,14 +26,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let handshake = NoiseHandshake::initiator(identity, suite, expected);
-    with_timeout(timeout, run(io, handshake, true)).await
+    with_timeout(timeout, run(io, handshake, true, None)).await
 }
 
 /// Listens: reads the first bytes ([`detect`]), refuses TLS (`TlsNotAccepted`: no TLS here yet)
 /// and anything that is not a valid preamble, then runs Noise XX as the responder.
 ///
-/// The whole handshake, detection included, is bounded by `timeout`. On any error `io` is
-/// dropped.
+/// The whole handshake, detection included, is bounded by `timeout`, and the preamble, then
+/// message 1, each by [`FIRST_MESSAGE_TIMEOUT`] (an honest dialler sends them at once): a socket that
+/// trickles them cannot hold a pending-handshake slot for long. On any error `io` is dropped.
 pub async fn upgrade_inbound<S>(
     io: S,
     identity: &NoiseIdentity,
@@ -43,13 +44,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     with_timeout(timeout, async {
-        match detect(io).await? {
+        let first = FIRST_MESSAGE_TIMEOUT.min(timeout);
+        let detected = tokio::time::timeout(first, detect(io)).await;
+        match detected.map_err(|_| HandshakeError::Timeout)?? {
             (Detected::Tls, _) => Err(HandshakeError::TlsNotAccepted),
-            (Detected::Noise(_), rewind) => respond(rewind, identity).await,
+            (Detected::Noise(_), rewind) => respond(rewind, identity, Some(first)).await,
         }
     })
     .await
 }
+
+/// How long a listener waits for the dialler's preamble and Noise message 1 (2 s).
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Continues an inbound connection after the caller's own [`detect`] found
 /// [`Detected::Noise`]: takes the preamble from `rewound`'s replay bytes and runs Noise XX as the
@@ -63,12 +69,14 @@ pub async fn upgrade_inbound_noise<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    with_timeout(timeout, respond(rewound, identity)).await
+    with_timeout(timeout, respond(rewound, identity, Some(FIRST_MESSAGE_TIMEOUT.min(timeout))))
+        .await
 }
 
 async fn respond<S>(
     rewound: Rewind<S>,
     identity: &NoiseIdentity,
+    first_message: Option<Duration>,
 ) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -78,7 +86,7 @@ where
     let bytes: [u8; crate::PREAMBLE_LEN] =
         prefix[..].try_into().map_err(|_| HandshakeError::NotSinew)?;
     let preamble = Preamble::parse(bytes)?;
-    run(io, NoiseHandshake::responder(identity, preamble), false).await
+    run(io, NoiseHandshake::responder(identity, preamble), false, first_message).await
 }
 
 async fn with_timeout<T>(
@@ -93,6 +101,7 @@ async fn run<S>(
     mut io: S,
     mut handshake: NoiseHandshake,
     send_preamble: bool,
+    mut first_read_within: Option<Duration>,
 ) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -113,7 +122,14 @@ where
                 out.clear();
             }
             HandshakeStep::Read => {
-                read_message(&mut io, &mut message, std::mem::take(&mut refusal_possible)).await?;
+                let read =
+                    read_message(&mut io, &mut message, std::mem::take(&mut refusal_possible));
+                match first_read_within.take() {
+                    Some(within) => tokio::time::timeout(within, read)
+                        .await
+                        .map_err(|_| HandshakeError::Timeout)??,
+                    None => read.await?,
+                }
                 handshake.read_message(&message)?;
             }
             HandshakeStep::Finished => break,

@@ -95,7 +95,9 @@ pub(super) async fn write_system(
     }
     loop {
         let next = queue.pop_all(&mut batch);
+        let mut popped = 0;
         for frame in batch.drain(..) {
+            popped += frame.encoded_len();
             encode(&frame, &mut out, stats);
         }
         let last = match next {
@@ -110,6 +112,7 @@ pub(super) async fn write_system(
                 return WriteEnd::Failed(fault);
             }
             stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+            queue.written(popped);
             // Idle connections hold no write buffer or batch; the next round allocates.
             out = BytesMut::new();
             batch = Vec::new();

@@ -4,16 +4,21 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use sinew_codec::{Frame, FrameDecoder};
 use sinew_protocol::Reason;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
+use super::rate::RateWindow;
 use crate::config::NodeConfig;
 use crate::stats::{ConnStats, RateLimiter};
 
 /// Receive buffer of an idle lane: the pings and small messages that usually come next fit.
 const IDLE_READ: usize = 256;
+/// Payloads shorter than this are copied out of a receive buffer more than [`PIN_RATIO`] times
+/// their size, so that keeping a message does not keep the buffer.
+const COPY_BELOW: usize = 64 * 1024;
+const PIN_RATIO: usize = 16;
 
 /// The read rate limits of one connection, shared by all its readers.
 #[derive(Debug)]
@@ -34,19 +39,24 @@ impl ReadLimits {
         }
     }
 
-    /// Charges `n` bytes read and waits as long as the limits require.
-    pub(crate) async fn charge(&self, n: usize, stats: &ConnStats) {
+    /// Charges `n` bytes read and waits as long as the limits require; returns how long it
+    /// waited (time that minimum-rate checks do not hold against the remote).
+    pub(crate) async fn charge(&self, n: usize, stats: &ConnStats) -> Duration {
         stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let mut waited = Duration::ZERO;
         if let Some(wait) = self.recv.as_ref().and_then(|l| l.throttle(n)) {
+            waited += wait.deadline().saturating_duration_since(tokio::time::Instant::now());
             wait.await;
         }
         if !stats.is_authorized() {
             let limiter =
                 self.unauthorized.get_or_init(|| RateLimiter::new(self.unauthorized_rate));
             if let Some(wait) = limiter.throttle(n) {
+                waited += wait.deadline().saturating_duration_since(tokio::time::Instant::now());
                 wait.await;
             }
         }
+        waited
     }
 }
 
@@ -101,12 +111,14 @@ pub(crate) struct FrameReader<R> {
     decoder: FrameDecoder,
     /// The payload cap for an authorized peer.
     cap: usize,
+    /// While a frame is partial: the minimum rate it must arrive at.
+    partial: Option<RateWindow>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader of frames with payloads up to `cap` (an unauthorized peer's cap is lower).
     pub(crate) fn new(rd: R, cap: usize) -> Self {
-        Self { rd, buf: BytesMut::new(), decoder: FrameDecoder::new(cap), cap }
+        Self { rd, buf: BytesMut::new(), decoder: FrameDecoder::new(cap), cap, partial: None }
     }
 
     /// The stream being read.
@@ -132,8 +144,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.decoder.max_payload() != cap {
                 self.decoder.set_max_payload(cap);
             }
+            let capacity = self.buf.capacity();
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(Some(mut frame)) => {
+                    self.partial = None;
+                    // A small payload would keep the whole receive buffer alive for as long as
+                    // the application keeps it: copy it out instead.
+                    let len = frame.payload.len();
+                    if len < COPY_BELOW && capacity > PIN_RATIO * len.max(1) {
+                        frame.payload = Bytes::copy_from_slice(&frame.payload);
+                    }
+                    return Ok(Some(frame));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(Reason::ProtocolError(e.to_string())),
             }
@@ -167,7 +189,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     }
                     Ok(Ok(n)) => n,
                 };
-                limits.charge(n, stats).await;
+                // A partial frame must keep up the lanes' minimum rate, not just move a byte
+                // within each stall timeout. Judged from its first read: what was already
+                // buffered earns nothing, and our own throttling is not held against it.
+                let now = tokio::time::Instant::now();
+                let buffered = self.buf.len() as u64;
+                let rate = self.partial.get_or_insert_with(|| {
+                    RateWindow::new(
+                        config.lane_min_rate,
+                        config.frame_stall_timeout,
+                        now,
+                        buffered - n as u64,
+                    )
+                });
+                if rate.too_slow(now, buffered, u64::MAX) {
+                    return Err(Reason::ProtocolError("a partial frame arrived too slowly".into()));
+                }
+                let waited = limits.charge(n, stats).await;
+                rate.excuse(waited);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use sinew_codec::messages::{ControlHello, MessageBody as _, OpenStream, Perf};
 use sinew_codec::{
     Frame, FrameDecoder, FrameKind, LENGTH_FIELD, MAX_MESSAGE, MIN_BODY, Opcode, flags,
@@ -11,6 +11,7 @@ use sinew_codec::{
 use sinew_transport::{MuxedConnection, Stream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use super::rate::RateWindow;
 use super::{ConnEvent, StreamCtx};
 use crate::budget::Charge;
 use crate::events::{DropReason, Event};
@@ -34,16 +35,19 @@ enum StreamFault {
     Unauthorized,
 }
 
+/// Reads what is there into `buf` within the stall timeout; the time our own read limits then
+/// wait is excused from `rate`.
 async fn read_timed(
     stream: &mut Stream,
-    buf: &mut BytesMut,
+    buf: &mut Vec<u8>,
     ctx: &StreamCtx,
+    rate: &mut RateWindow,
 ) -> Result<usize, StreamFault> {
     let n = tokio::time::timeout(ctx.shared.config.frame_stall_timeout, stream.read_buf(buf))
         .await
         .map_err(|_| StreamFault::Stalled)?
         .map_err(|_| StreamFault::Io)?;
-    ctx.limits.charge(n, &ctx.stats).await;
+    rate.excuse(ctx.limits.charge(n, &ctx.stats).await);
     Ok(n)
 }
 
@@ -103,33 +107,25 @@ async fn handle_stream(mut stream: Stream, ctx: StreamCtx) {
     }
 }
 
-/// The largest body (length field) of a stream's first frame when it is not a large message:
-/// stream headers are a few bytes.
-const MAX_STREAM_HEADER_BODY: usize = 64;
+/// The first frame of a stream: a small header frame, read whole, or the start of a large
+/// message (its fixed header only).
+enum Header {
+    Small(Frame),
+    Large { head: [u8; LENGTH_FIELD + MIN_BODY], total: usize, opcode: Opcode },
+}
 
-async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, StreamFault> {
-    let config = &ctx.shared.config;
-    // The fixed part of the header: length, opcode, flags. Read exactly, never more, into a
-    // buffer of our own size, not the claimed one.
+/// Reads a stream's first frame: exactly its bytes, into a buffer of our own size (never the
+/// claimed one).
+async fn dispatch_header(stream: &mut Stream, ctx: &StreamCtx) -> Result<Header, StreamFault> {
     let mut head = [0u8; LENGTH_FIELD + MAX_STREAM_HEADER_BODY];
     read_exact_timed(stream, &mut head[..LENGTH_FIELD + MIN_BODY], ctx).await?;
     let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let opcode = Opcode::from_u32(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
-    let large = head[8] & flags::LARGE != 0;
     let total = LENGTH_FIELD + body_len;
-    let authorized = ctx.stats.is_authorized() || config.access.unauthorized_streams;
-
-    if large {
-        if !authorized {
-            return Err(StreamFault::Unauthorized);
-        }
-        // Large messages are application messages: the system lane has its own small cap.
-        if !opcode.is_app() {
-            return Err(StreamFault::Malformed);
-        }
-        let buf = BytesMut::from(&head[..LENGTH_FIELD + MIN_BODY]);
-        receive_large(stream, buf, total, opcode, ctx).await?;
-        return Ok(Disposition::Done);
+    if head[8] & flags::LARGE != 0 {
+        let mut fixed = [0u8; LENGTH_FIELD + MIN_BODY];
+        fixed.copy_from_slice(&head[..LENGTH_FIELD + MIN_BODY]);
+        return Ok(Header::Large { head: fixed, total, opcode });
     }
     if !(MIN_BODY..=MAX_STREAM_HEADER_BODY).contains(&body_len) {
         return Err(StreamFault::Malformed);
@@ -143,6 +139,34 @@ async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, S
     if frame.kind != FrameKind::Message {
         return Err(StreamFault::Malformed);
     }
+    Ok(Header::Small(frame))
+}
+
+/// The largest body (length field) of a stream's first frame when it is not a large message:
+/// stream headers are a few bytes.
+const MAX_STREAM_HEADER_BODY: usize = 64;
+
+async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, StreamFault> {
+    let config = &ctx.shared.config;
+    let authorized = ctx.stats.is_authorized() || config.access.unauthorized_streams;
+    // The whole first frame within one stall timeout, not a byte per timeout.
+    let header = tokio::time::timeout(config.frame_stall_timeout, dispatch_header(stream, ctx))
+        .await
+        .map_err(|_| StreamFault::Stalled)?;
+    let frame = match header? {
+        Header::Large { head, total, opcode } => {
+            if !authorized {
+                return Err(StreamFault::Unauthorized);
+            }
+            // Large messages are application messages: the system lane has its own small cap.
+            if !opcode.is_app() {
+                return Err(StreamFault::Malformed);
+            }
+            receive_large(stream, &head, total, opcode, ctx).await?;
+            return Ok(Disposition::Done);
+        }
+        Header::Small(frame) => frame,
+    };
     match frame.opcode {
         Opcode::CONTROL_STREAM => {
             let hello = ControlHello::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;
@@ -163,19 +187,18 @@ async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, S
     }
 }
 
-/// Most bytes one read of a large message reserves.
-const LARGE_READ: usize = 256 * 1024;
-/// Least bytes one read of a large message reserves.
-const LARGE_MIN_READ: usize = 1024;
+/// The first buffer of a large message (then it doubles).
+const LARGE_FIRST_BUFFER: usize = 4096;
 
 /// A large message. Nothing is reserved from its claim: its buffer grows with the bytes that
-/// arrived (each read reserves at most what already arrived), each reservation is charged to
-/// the connection's share and to the node-wide budget first, and the transfer must keep up the
-/// minimum rate. A message whose next bytes do not fit, or that is too slow, is reset and
-/// dropped with its reason; other transfers are unaffected.
+/// arrived (it doubles when full, so it holds at most twice what arrived, and never more than
+/// the claim), each growth is charged to the connection's share and to the node-wide budget
+/// first (by the buffer's capacity), and the transfer must keep up the minimum rate. A message
+/// whose next bytes do not fit, or that is too slow, is reset and dropped with its reason;
+/// other transfers are unaffected.
 async fn receive_large(
     stream: &mut Stream,
-    mut buf: BytesMut,
+    head: &[u8],
     total: usize,
     opcode: Opcode,
     ctx: &StreamCtx,
@@ -196,34 +219,58 @@ async fn receive_large(
     }
     let mut charge = Charge::new(shared.large_in.clone(), ctx.large_share.clone());
     let exhausted = |_| drop_with(DropReason::BudgetExhausted);
-    charge.grow(buf.len()).map_err(exhausted)?;
+    // A Vec, not a BytesMut: its growth is ours to choose (`reserve_exact`), so its capacity,
+    // which is what is charged, never runs past the claim.
+    let mut buf: Vec<u8> = Vec::new();
+    buf.reserve_exact(LARGE_FIRST_BUFFER.min(total));
+    buf.extend_from_slice(head);
+    let mut charged = buf.capacity();
+    charge.grow(charged).map_err(exhausted)?;
     let _guard = StreamGuard::new(ctx.stats.clone());
-    let started = tokio::time::Instant::now();
+    let now = tokio::time::Instant::now();
+    let mut rate = RateWindow::new(config.large_min_rate, config.frame_stall_timeout, now, 0);
     while buf.len() < total {
-        let want = (total - buf.len()).min(buf.len().max(LARGE_MIN_READ)).min(LARGE_READ);
-        if buf.capacity() - buf.len() < want {
-            charge.grow(want).map_err(exhausted)?;
-            buf.reserve(want);
+        if buf.capacity() == buf.len() {
+            let target = (buf.len() * 2).min(total);
+            buf.reserve_exact(target - buf.len());
+            charge.grow(buf.capacity() - charged).map_err(exhausted)?;
+            charged = buf.capacity();
         }
-        if read_timed(stream, &mut buf, ctx).await? == 0 {
+        if read_timed(stream, &mut buf, ctx, &mut rate).await? == 0 {
             return Err(StreamFault::Io);
         }
-        if too_slow(started, buf.len(), config) {
+        if rate.too_slow(tokio::time::Instant::now(), buf.len() as u64, total as u64) {
             return Err(drop_with(DropReason::TooSlow));
         }
     }
-    let frame = {
+    let mut buf = BytesMut::from(Bytes::from(buf));
+    let mut frame = {
         let mut decoder = decoder;
         decoder
             .decode(&mut buf)
             .map_err(|_| StreamFault::Malformed)?
             .ok_or(StreamFault::Malformed)?
     };
+    // The budget stays charged for as long as the payload lives (in the driver's channel, an
+    // inbox, the application's hands): it bounds the bytes of large messages held, not only
+    // those in flight.
+    frame.payload = Bytes::from_owner(ChargedPayload { payload: frame.payload, _charge: charge });
     ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
     deliver(frame, ctx).await;
-    drop(charge);
     // Taken: close the stream cleanly (a reset would read as a refusal to the sender).
     finish_after_end(stream, ctx).await
+}
+
+/// A large message's payload, holding its share of the receive budget until dropped.
+struct ChargedPayload {
+    payload: Bytes,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for ChargedPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.payload
+    }
 }
 
 /// Waits for the sender's FIN after the one frame a stream carries (more bytes are an error),
@@ -242,18 +289,6 @@ async fn finish_after_end(stream: &mut Stream, ctx: &StreamCtx) -> Result<(), St
         .await
         .map_err(|_| StreamFault::Stalled)?
         .map_err(|_| StreamFault::Io)
-}
-
-/// Whether a large transfer that started at `started` and moved `moved` bytes is slower than
-/// the minimum rate, once the grace period (the stall timeout) has passed.
-pub(crate) fn too_slow(
-    started: tokio::time::Instant,
-    moved: usize,
-    config: &crate::config::NodeConfig,
-) -> bool {
-    let elapsed = started.elapsed();
-    let Some(over) = elapsed.checked_sub(config.frame_stall_timeout) else { return false };
-    (moved as f64) < over.as_secs_f64() * config.large_min_rate as f64
 }
 
 async fn deliver(frame: Frame, ctx: &StreamCtx) {

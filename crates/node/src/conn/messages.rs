@@ -20,7 +20,8 @@ use sinew_transport::{MuxedConnection, Stream};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::frames::{FrameReader, WriteFault, finish_timed, write_all_timed};
+use super::frames::{FrameReader, WriteFault, finish_timed};
+use super::rate::RateWindow;
 use super::{ConnEvent, StreamCtx};
 use crate::queue::PeerQueue;
 use crate::stats::ConnStats;
@@ -50,8 +51,9 @@ pub(super) async fn write_messages(
     queue: Arc<PeerQueue>,
     stop: CancellationToken,
     stats: &ConnStats,
-    stall: Duration,
+    pace: Pace,
 ) -> LaneEnd {
+    let Pace { stall, min_rate, window } = pace;
     let lease = tokio::select! {
         biased;
         () = stop.cancelled() => return LaneEnd::Finished,
@@ -63,6 +65,10 @@ pub(super) async fn write_messages(
     let mut stream: Option<Stream> = None;
     let mut batch = Vec::new();
     let mut out = BytesMut::new();
+    // While frames wait, the remote must take them at the lanes' minimum rate: a reader that
+    // keeps our queue full by taking a little now and then is closed as stalled.
+    let mut rate = RateWindow::new(min_rate, stall.min(window), tokio::time::Instant::now(), 0);
+    let mut written = 0u64;
     loop {
         if stop.is_cancelled() {
             break;
@@ -72,7 +78,11 @@ pub(super) async fn write_messages(
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                () = queue.ready() => continue,
+                () = queue.ready() => {
+                    // Idle by choice, not slow: the rate is judged from here.
+                    rate.restart(tokio::time::Instant::now(), written);
+                    continue;
+                }
             }
         }
         if stream.is_none() {
@@ -91,7 +101,7 @@ pub(super) async fn write_messages(
             }
         }
         let Some(s) = stream.as_mut() else { unreachable!("opened above") };
-        if let Err(fault) = write_all_timed(s, &out, stall).await {
+        if let Err(fault) = write_paced(s, &out, stall, &mut rate, &mut written).await {
             return LaneEnd::WriteFailed(fault);
         }
         stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -116,6 +126,45 @@ pub(super) async fn write_messages(
     }
     drop(lease);
     LaneEnd::Finished
+}
+
+/// How a lane writer must progress: each write within `stall`, and `min_rate` bytes per second
+/// over every `window` while it has frames to write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    pub(super) stall: Duration,
+    pub(super) min_rate: u64,
+    pub(super) window: Duration,
+}
+
+/// Writes all of `buf` (each write within `stall`, and flushed), checking the minimum rate after
+/// every write the stream accepts (yamux takes up to one frame per write, so frames stay large).
+async fn write_paced(
+    s: &mut Stream,
+    mut buf: &[u8],
+    stall: Duration,
+    rate: &mut RateWindow,
+    written: &mut u64,
+) -> Result<(), WriteFault> {
+    use tokio::io::AsyncWriteExt as _;
+    while !buf.is_empty() {
+        let n = tokio::time::timeout(stall, s.write(buf))
+            .await
+            .map_err(|_| WriteFault::Stalled)?
+            .map_err(|_| WriteFault::Io)?;
+        if n == 0 {
+            return Err(WriteFault::Io);
+        }
+        buf = &buf[n..];
+        *written += n as u64;
+        if rate.too_slow(tokio::time::Instant::now(), *written, u64::MAX) {
+            return Err(WriteFault::Stalled);
+        }
+    }
+    tokio::time::timeout(stall, s.flush())
+        .await
+        .map_err(|_| WriteFault::Stalled)?
+        .map_err(|_| WriteFault::Io)
 }
 
 /// Reads the remote's message stream (its first frame already read) to its end, handing

@@ -26,6 +26,7 @@ pub(crate) mod frames;
 mod inbound;
 mod messages;
 pub(crate) mod outbound;
+mod rate;
 pub(crate) mod system;
 
 use std::pin::Pin;
@@ -144,6 +145,8 @@ impl ConnTask {
             control: Arc::new(Mutex::new(Some(control_tx))),
             messages: messages_tx,
         };
+        // The remote's streams, from the start: yamux opens streams lazily, so the dialler's
+        // control stream may arrive after another stream it opened at once.
         let acceptor = inbound::accept_loop(muxer.clone(), ctx.clone());
         tokio::pin!(acceptor);
         let setup =
@@ -291,12 +294,17 @@ impl Lanes<'_> {
                         if closing.is_none() && !activated {
                             activated = true;
                             msg_stop = CancellationToken::new();
+                            let pace = messages::Pace {
+                                stall,
+                                min_rate: config.lane_min_rate,
+                                window: config.frame_stall_timeout,
+                            };
                             msg_wr = Some(Box::pin(messages::write_messages(
                                 self.muxer.clone(),
                                 queue,
                                 msg_stop.clone(),
                                 &ctx.stats,
-                                stall,
+                                pace,
                             )));
                         }
                     }
@@ -361,6 +369,12 @@ impl Lanes<'_> {
                     match end {
                         LaneEnd::Finished => {}
                         LaneEnd::WriteFailed(_) if closing.as_ref().is_some_and(|c| c.ended) => {}
+                        LaneEnd::WriteFailed(frames::WriteFault::Stalled) if closing.is_none() && sys_wr.is_some() => {
+                            // Only the message lane stalled: say so on the control stream.
+                            let code = DisconnectCode::STALLED;
+                            let goodbye = control::goodbye(code, "our message stream made no progress");
+                            self.close(&mut closing, &mut msg_wr, Reason::Local(code), Some(goodbye), None);
+                        }
                         LaneEnd::WriteFailed(fault) => {
                             return closing.map_or_else(|| write_fault(fault), |c| c.reason);
                         }
@@ -429,7 +443,11 @@ impl Lanes<'_> {
                 msg_stop.cancel();
                 if msg_wr.is_none() && !c.finished {
                     c.finished = true;
-                    self.system.finish(c.goodbye.take());
+                    if c.fast {
+                        self.system.finish_now(c.goodbye.take());
+                    } else {
+                        self.system.finish(c.goodbye.take());
+                    }
                 }
                 let lanes_done = sys_rd.is_none() && sys_drain.is_none() && msg_rd.is_none();
                 if sys_wr.is_none() && (c.fast || lanes_done) {

@@ -11,6 +11,7 @@ use sinew_types::PeerId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::frames::{WriteFault, finish_timed, write_all_timed};
+use super::rate::RateWindow;
 use crate::shared::{PeerSlot, Shared};
 use crate::stats::StreamGuard;
 use crate::stream::AppStream;
@@ -66,14 +67,16 @@ async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Resul
     let mut stream = slot.muxer.open_stream().await.map_err(|_| SendError::NotConnected)?;
     let guard = StreamGuard::new(slot.stats.clone());
     let stall = config.write_stall_timeout;
-    let started = tokio::time::Instant::now();
+    let now = tokio::time::Instant::now();
+    let mut rate = RateWindow::new(config.large_min_rate, config.frame_stall_timeout, now, 0);
+    let total = frame.payload.len() as u64;
     let result: Result<(), WriteFault> = async {
         write_all_timed(&mut stream, frame.encode_header().as_bytes(), stall).await?;
-        let mut written = 0;
+        let mut written = 0u64;
         for chunk in frame.payload.chunks(LARGE_WRITE) {
             write_all_timed(&mut stream, chunk, stall).await?;
-            written += chunk.len();
-            if super::inbound::too_slow(started, written, config) {
+            written += chunk.len() as u64;
+            if rate.too_slow(tokio::time::Instant::now(), written, total) {
                 return Err(WriteFault::Stalled);
             }
         }

@@ -75,14 +75,21 @@ impl SystemQueue {
         Ok(())
     }
 
-    /// Moves every queued frame into `out`.
+    /// Moves every queued frame into `out`. Their bytes still count against the bound until the
+    /// writer reports them written ([`SystemQueue::written`]): the bound covers what is queued
+    /// and what is being written.
     pub(crate) fn pop_all(&self, out: &mut Vec<Frame>) -> Next {
         let mut state = self.lock();
         out.extend(state.frames.drain(..));
-        state.bytes = 0;
         // Release the ring buffer: idle connections hold no queue memory.
         state.frames = VecDeque::new();
         if state.finished { Next::Finished(state.last.take()) } else { Next::Open }
+    }
+
+    /// The writer wrote frames popped earlier, of `bytes` encoded bytes: their room is free.
+    pub(crate) fn written(&self, bytes: usize) {
+        let mut state = self.lock();
+        state.bytes = state.bytes.saturating_sub(bytes);
     }
 
     /// Waits until frames may be available (or the queue was finished).
@@ -93,9 +100,23 @@ impl SystemQueue {
     /// Ends the queue: later pushes fail; the writer writes what is queued, then `last`.
     /// Only the first call counts.
     pub(crate) fn finish(&self, last: Option<Frame>) {
+        self.finish_with(last, false);
+    }
+
+    /// Ends the queue at once: what is queued is dropped, so `last` (the goodbye of a fast
+    /// close) is the next frame written.
+    pub(crate) fn finish_now(&self, last: Option<Frame>) {
+        self.finish_with(last, true);
+    }
+
+    fn finish_with(&self, last: Option<Frame>, drop_queued: bool) {
         let mut state = self.lock();
         if state.finished {
             return;
+        }
+        if drop_queued {
+            state.frames = VecDeque::new();
+            state.bytes = 0;
         }
         state.finished = true;
         state.last = last;
@@ -135,6 +156,9 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(q.pop_all(&mut out), Next::Open);
         assert_eq!(out.len(), 2);
+        // Being written still counts.
+        assert_eq!(q.try_push(frame(1)), Err(SendError::Full));
+        q.written(98);
         assert_eq!(q.queued_bytes(), 0);
         q.try_push(frame(1)).unwrap();
         q.finish(Some(frame(2)));

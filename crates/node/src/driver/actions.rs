@@ -46,7 +46,9 @@ fn refused_limit(refusal: &sinew_peers::Refusal) -> sinew_transport::RefusedLimi
     match refusal {
         Refusal::Total { .. } => RefusedLimit::Total,
         Refusal::Inbound { .. } => RefusedLimit::Inbound,
-        Refusal::PendingHandshakes { .. } => RefusedLimit::PendingHandshakes,
+        Refusal::PendingHandshakes { .. } | Refusal::PendingPerIp { .. } => {
+            RefusedLimit::PendingHandshakes
+        }
         Refusal::PerIp { .. } => RefusedLimit::PerIp,
         Refusal::ShuttingDown => RefusedLimit::ShuttingDown,
         _ => RefusedLimit::Other(0),

@@ -200,7 +200,9 @@ impl Core {
     /// closed with `FLOODING` (after this round). A frame of our own is refused with `Full`.
     pub(crate) fn send_system(&mut self, conn: ConnId, frame: Frame) -> Result<(), SendError> {
         let Some(entry) = self.conns.get(&conn) else { return Err(SendError::NotConnected) };
-        let answer = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. });
+        // Answers to the remote: responses, errors, and keepalive responses.
+        let answer = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. })
+            || frame.opcode == Opcode::KEEPALIVE_RESPONSE;
         let result = entry.system.try_push(frame);
         if result == Err(SendError::Full) && answer && !self.flooded.contains(&conn) {
             self.flooded.push(conn);

@@ -35,7 +35,7 @@ impl PeerManager {
             return;
         }
         let peer = established.peer;
-        let direction = c.direction;
+        let (direction, counted_ip) = (c.direction, c.counted_ip);
         let dial_addr = c.dial_addr.clone();
         let expected = dial_addr.as_ref().and_then(Addr::peer);
         if peer == self.local || expected.is_some_and(|e| e != peer) {
@@ -49,7 +49,7 @@ impl PeerManager {
             }
             return;
         }
-        self.counter.handshake_done(direction);
+        self.counter.handshake_done(direction, counted_ip);
         let session = Session {
             peer,
             remote_addr: established.remote_addr,

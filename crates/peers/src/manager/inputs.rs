@@ -49,7 +49,7 @@ impl PeerManager {
         if self.shutting_down {
             return Err(Refusal::ShuttingDown);
         }
-        let ip = remote.ip().to_canonical();
+        let ip = crate::limits::ip_key(remote.ip());
         self.counter.check_inbound(&self.config.limits, ip)?;
         self.counter.admit(Direction::Inbound, Some(ip));
         let id = self.alloc_conn();
@@ -116,7 +116,7 @@ impl PeerManager {
             // Closed by the manager, which already reported the dial and decided on redials.
             return;
         }
-        self.counter.handshake_done(c.direction);
+        self.counter.handshake_done(c.direction, c.counted_ip);
         let Some(addr) = c.dial_addr else { return };
         self.emit(Action::DialFailed { conn, addr: addr.clone() });
         let Some(key) = self.persistent_key_for(&addr) else { return };

@@ -44,6 +44,7 @@ impl PeerManager {
     fn check_counts(&self) {
         let mut recount = ConnectionCounts::default();
         let mut per_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        let mut pending_per_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
         for c in self.conns.values() {
             recount.total += 1;
             match c.direction {
@@ -51,6 +52,9 @@ impl PeerManager {
                 sinew_transport::Direction::Outbound => recount.outbound += 1,
             }
             if c.state == ConnState::Pending {
+                if let Some(ip) = c.counted_ip {
+                    *pending_per_ip.entry(ip).or_insert(0) += 1;
+                }
                 recount.pending_handshakes += 1;
                 match c.direction {
                     sinew_transport::Direction::Inbound => recount.pending_inbound += 1,
@@ -63,6 +67,7 @@ impl PeerManager {
         }
         assert_eq!(self.counter.counts, recount, "counts drifted from a recount");
         assert_eq!(self.counter.per_ip, per_ip, "per-IP counts drifted from a recount");
+        assert_eq!(self.counter.pending_per_ip, pending_per_ip, "pending per-IP drifted");
         let limits = &self.config.limits;
         assert!(recount.total <= limits.max_total, "total over its limit");
         assert!(recount.inbound <= limits.max_inbound, "inbound over its limit");

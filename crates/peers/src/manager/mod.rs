@@ -307,9 +307,9 @@ impl PeerManager {
         c.reason = Some(reason);
         c.drain_deadline = None;
         let dial_addr = c.dial_addr.clone();
-        let direction = c.direction;
+        let (direction, counted_ip) = (c.direction, c.counted_ip);
         if was == ConnState::Pending {
-            self.counter.handshake_done(direction);
+            self.counter.handshake_done(direction, counted_ip);
             if let Some(addr) = dial_addr {
                 self.emit(Action::DialFailed { conn: id, addr });
             }

@@ -23,6 +23,7 @@ fn limits(
         max_pending_inbound: pending,
         max_pending_outbound: pending,
         max_per_ip: per_ip,
+        max_pending_per_ip: 64,
     }
 }
 
@@ -137,4 +138,32 @@ fn a_persistent_peer_refused_by_a_limit_is_retried_with_backoff() {
     assert_eq!(f.actions(), vec![], "the outbound limit holds");
     let redial = f.pm.next_redial(&peer).expect("retry scheduled");
     assert!(redial > f.at(secs(1)));
+}
+
+/// A few addresses cannot hold every pending slot: each may have `max_pending_per_ip`
+/// handshakes in progress, and IPv6 addresses count by their /64.
+#[test]
+fn pending_handshakes_per_address_and_ipv6_networks() {
+    let mut limits = limits(100, 100, 100, 100, 100);
+    limits.max_pending_per_ip = 2;
+    let mut f = Fixture::new(config(limits));
+    let a = f.pm.inbound(socket(1, 1), f.at(secs(0))).unwrap();
+    f.pm.inbound(socket(1, 2), f.at(secs(0))).unwrap();
+    assert!(matches!(
+        f.pm.inbound(socket(1, 3), f.at(secs(0))),
+        Err(Refusal::PendingPerIp { limit: 2, .. })
+    ));
+    // Another address is unaffected; a finished handshake frees the slot.
+    f.pm.inbound(socket(2, 1), f.at(secs(0))).unwrap();
+    f.pm.handshake_failed(a, f.at(secs(1)));
+    f.pm.inbound(socket(1, 3), f.at(secs(1))).unwrap();
+    // Two addresses in one IPv6 /64 are one address; another /64 is another.
+    let v6 = |last: u16, net: u16| {
+        SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, last).into(), 4000 + last)
+    };
+    f.pm.inbound(v6(1, 1), f.at(secs(2))).unwrap();
+    f.pm.inbound(v6(2, 1), f.at(secs(2))).unwrap();
+    assert!(matches!(f.pm.inbound(v6(3, 1), f.at(secs(2))), Err(Refusal::PendingPerIp { .. })));
+    f.pm.inbound(v6(3, 2), f.at(secs(2))).unwrap();
+    f.pm.check_invariants();
 }
