@@ -117,3 +117,24 @@ async fn perf_requests_over_the_bounds_are_refused() {
     assert!(b.perf(peer, 1, 1 << 30, 64 << 10).await.is_err(), "download over the bound");
     assert!(b.perf(peer, (1 << 20) + 1, 0, 64 << 10).await.is_err(), "upload over the bound");
 }
+
+/// A perf test is bounded in time too: one the server's receive limit slows past
+/// `perf_limits.max_duration` is reset at that deadline, not left to run.
+#[tokio::test]
+async fn perf_tests_are_reset_at_their_time_bound() {
+    let a = node_with(|c| {
+        c.perf_server = true;
+        c.perf_limits.max_duration = Duration::from_secs(1);
+        c.recv_rate_limit = Some(1_000_000);
+    })
+    .await;
+    let b = node_with(|_| {}).await;
+    let peer = b.dial(addr(&a)).await.unwrap();
+    let started = std::time::Instant::now();
+    // 16 MB at 1 MB/s would take 16 s.
+    let result = tokio::time::timeout(WAIT, b.perf(peer, 16_000_000, 0, 64 << 10)).await;
+    let result = result.expect("ended by the server's deadline, not ours");
+    assert!(result.is_err(), "reset: {result:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "not before its time");
+    b.ping(peer).await.expect("the connection goes on");
+}

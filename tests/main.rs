@@ -4,6 +4,7 @@
 mod access;
 mod custom_protocol;
 mod fuzz_corpus;
+mod hostile;
 mod lanes;
 mod large;
 mod limits;

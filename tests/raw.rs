@@ -49,7 +49,6 @@ pub(crate) async fn raw_connect_with(
 }
 
 impl RawPeer {
-    /// Opens this peer's message stream (its application lane) and writes its header.
     /// Reads the next frame from the control stream.
     pub(crate) async fn next_frame(&mut self, buf: &mut bytes::BytesMut) -> Option<Frame> {
         use tokio::io::AsyncReadExt as _;
@@ -70,6 +69,7 @@ impl RawPeer {
         self.control.flush().await.expect("flush");
     }
 
+    /// Opens this peer's message stream (its application lane) and writes its header.
     pub(crate) async fn message_stream(&self) -> Stream {
         let mut stream = self._connection.muxer.open_stream().await.expect("message stream");
         let header = Frame::message(Opcode::MESSAGE_STREAM, bytes::Bytes::new()).to_bytes();

@@ -114,29 +114,27 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
         None
     };
 
-    let node = client(config(suite)).await?;
-    let peer = node.dial(args.addr.clone()).await?;
-    let cpu_before = cpu_seconds();
-    let report = node.perf(peer, args.bytes, args.download, args.chunk).await?;
-    let cpu = cpu_seconds() - cpu_before;
-    node.shutdown().await;
-    let gb = (report.uploaded + report.downloaded) as f64 / 1e9;
+    let throughput = throughput(&args, suite).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "suite": args.suite,
-                "bytes": report.uploaded,
-                "upload_mbps": report.upload_mbps(),
-                "download_mbps": report.download_mbps(),
-                "client_cpu_s": cpu,
-                "client_cpu_s_per_gb": cpu / gb.max(1e-9),
-                "setup_median_ms": median.as_secs_f64() * 1e3,
-                "setups": args.setups,
-                "setups_per_sec_sequential": sequential_rate,
-                "setups_per_sec_concurrent": concurrent_rate,
-            })
-        );
+        let mut line = serde_json::json!({
+            "suite": args.suite,
+            "setup_median_ms": median.as_secs_f64() * 1e3,
+            "setups": args.setups,
+            "setups_per_sec_sequential": sequential_rate,
+            "setups_per_sec_concurrent": concurrent_rate,
+        });
+        match &throughput {
+            Ok((report, cpu)) => {
+                let gb = (report.uploaded + report.downloaded) as f64 / 1e9;
+                line["bytes"] = report.uploaded.into();
+                line["upload_mbps"] = report.upload_mbps().into();
+                line["download_mbps"] = report.download_mbps().into();
+                line["client_cpu_s"] = (*cpu).into();
+                line["client_cpu_s_per_gb"] = (cpu / gb.max(1e-9)).into();
+            }
+            Err(skipped) => line["throughput_skipped"] = skipped.clone().into(),
+        }
+        println!("{line}");
     } else {
         println!(
             "connection setup (dial to first pong): median {:.3} ms over {} setups",
@@ -147,17 +145,48 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
         if let Some(rate) = concurrent_rate {
             println!("concurrent setups ({}): {rate:.0}/s", args.concurrent);
         }
-        println!(
-            "throughput ({}): {:.0} MB/s upload ({} bytes in {:.2} s), client CPU {:.2} s/GB",
-            args.suite,
-            report.upload_mbps(),
-            report.uploaded,
-            report.upload_time.as_secs_f64(),
-            cpu / gb.max(1e-9)
-        );
-        if report.downloaded > 0 {
-            println!("download: {:.0} MB/s", report.download_mbps());
+        match &throughput {
+            Ok((report, cpu)) => {
+                let gb = (report.uploaded + report.downloaded) as f64 / 1e9;
+                println!(
+                    "throughput ({}): {:.0} MB/s upload ({} bytes in {:.2} s), client CPU {:.2} s/GB",
+                    args.suite,
+                    report.upload_mbps(),
+                    report.uploaded,
+                    report.upload_time.as_secs_f64(),
+                    cpu / gb.max(1e-9)
+                );
+                if report.downloaded > 0 {
+                    println!("download: {:.0} MB/s", report.download_mbps());
+                }
+            }
+            Err(skipped) => println!("throughput: not measured: {skipped}"),
         }
     }
     Ok(())
+}
+
+/// The throughput test, with the client's CPU time; `Err` says why it was not run (nothing was
+/// asked for, or the node does not serve perf: a one-byte probe finds out before a whole
+/// upload is sent).
+async fn throughput(
+    args: &PerfArgs,
+    suite: NoiseSuite,
+) -> Result<Result<(sinew::PerfReport, f64), String>, BoxError> {
+    if args.bytes == 0 && args.download == 0 {
+        return Ok(Err("no bytes asked for".into()));
+    }
+    let node = client(config(suite)).await?;
+    let peer = node.dial(args.addr.clone()).await?;
+    if let Err(error) = node.perf(peer, 1, 0, 1).await {
+        node.shutdown().await;
+        return Ok(Err(format!(
+            "the node refused a perf stream ({error}); start it with --serve-perf"
+        )));
+    }
+    let cpu_before = cpu_seconds();
+    let report = node.perf(peer, args.bytes, args.download, args.chunk).await;
+    let cpu = cpu_seconds() - cpu_before;
+    node.shutdown().await;
+    Ok(Ok((report?, cpu)))
 }

@@ -210,11 +210,16 @@ async fn receive_large(
         shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
         StreamFault::Malformed
     };
-    let claim = total - LENGTH_FIELD;
-    if claim > decoder.max_body()
-        || total > config.large_message_budget
-        || total > config.large_message_share
-    {
+    // The header alone says whether the payload is within 512 MiB, exactly (its flags say
+    // how long the rest of the header is).
+    match decoder.clone().decode(&mut BytesMut::from(head)) {
+        Ok(_) => {}
+        Err(sinew_codec::FrameError::TooLarge { .. }) => {
+            return Err(drop_with(DropReason::TooLarge));
+        }
+        Err(_) => return Err(StreamFault::Malformed),
+    }
+    if total > config.large_message_budget || total > config.large_message_share {
         return Err(drop_with(DropReason::TooLarge));
     }
     let mut charge = Charge::new(shared.large_in.clone(), ctx.large_share.clone());
