@@ -107,8 +107,11 @@ async fn pings_stay_answered_behind_an_application_backlog() {
 
 /// The same over a real slow link: a veth pair between two network namespaces, shaped to
 /// 8 Mbit/s (1 MB/s) each way by `tbf`, where the kernel's send buffer would hold megabytes
-/// ahead of a pong without `TCP_NOTSENT_LOWAT`. Needs root.
+/// ahead of a pong without `TCP_NOTSENT_LOWAT`. Needs root. Run with the long tests, in release
+/// mode: in a debug build beside the whole parallel suite on two cores, CPU starvation alone
+/// can push a ping past its second.
 #[tokio::test]
+#[ignore = "long: 30 s over a shaped link; CI runs it in release mode"]
 async fn pings_stay_answered_behind_a_backlog_on_a_shaped_link() {
     let Some(link) = sinew_testbed::ShapedLink::start_or_skip(8_000) else { return };
     let (rt_a, rt_b) = (
@@ -127,7 +130,7 @@ async fn pings_stay_answered_behind_a_backlog_on_a_shaped_link() {
     let receiver = rt_a.spawn(start(Some(listen))).await.unwrap();
     let sender = rt_b.spawn(start(None)).await.unwrap();
     let target = addr(&receiver);
-    let (out, back) = pings_between(receiver, sender, target, Duration::from_secs(10)).await;
+    let (out, back) = pings_between(receiver, sender, target, Duration::from_secs(30)).await;
     assert!(out < Duration::from_secs(1) && back < Duration::from_secs(1), "{out:?} / {back:?}");
 }
 

@@ -45,10 +45,15 @@ fn config(suite: NoiseSuite) -> NodeConfig {
 const REFUSED_RETRIES: usize = 200;
 
 /// Dial to first response (a pong), with a fresh client identity; then the connection is
-/// closed, so the server's slot is free for the next one. A dial the server refuses for one of
-/// its limits (per IP, pending handshakes...) is tried again after its advice or 5 ms: with
-/// more setups at once than the server admits from one address, some wait their turn.
-async fn one_setup(addr: &Addr, suite: NoiseSuite) -> Result<Duration, BoxError> {
+/// closed (in `closing`, alongside what comes next: closing is not part of a setup), so the
+/// server's slot is freed. A dial the server refuses for one of its limits (per IP, pending
+/// handshakes...) is tried again after its advice or 5 ms: with more setups at once than the
+/// server admits from one address, some wait their turn.
+async fn one_setup(
+    addr: &Addr,
+    suite: NoiseSuite,
+    closing: &mut tokio::task::JoinSet<()>,
+) -> Result<Duration, BoxError> {
     let node = client(config(suite)).await?;
     let mut refused = 0;
     let (peer, start) = loop {
@@ -64,7 +69,7 @@ async fn one_setup(addr: &Addr, suite: NoiseSuite) -> Result<Duration, BoxError>
     };
     node.ping(peer).await?;
     let elapsed = start.elapsed();
-    node.shutdown().await;
+    closing.spawn(async move { node.shutdown().await });
     Ok(elapsed)
 }
 
@@ -87,9 +92,12 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
         other => return Err(format!("unknown suite {other} (aes or chacha)").into()),
     };
     let mut setups = Vec::with_capacity(args.setups);
+    let mut closing = tokio::task::JoinSet::new();
     let sequential_start = Instant::now();
     for _ in 0..args.setups {
-        setups.push(one_setup(&args.addr, suite).await?);
+        setups.push(one_setup(&args.addr, suite, &mut closing).await?);
+        // Closes that have finished are reaped as we go.
+        while closing.try_join_next().is_some() {}
     }
     let sequential_elapsed = sequential_start.elapsed();
     setups.sort();
@@ -101,9 +109,12 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
         let tasks: Vec<_> = (0..args.concurrent)
             .map(|_| {
                 let addr = args.addr.clone();
-                tokio::spawn(
-                    async move { one_setup(&addr, suite).await.map_err(|e| e.to_string()) },
-                )
+                tokio::spawn(async move {
+                    let mut closing = tokio::task::JoinSet::new();
+                    let setup = one_setup(&addr, suite, &mut closing).await;
+                    closing.join_all().await;
+                    setup.map_err(|e| e.to_string())
+                })
             })
             .collect();
         for task in tasks {
@@ -114,6 +125,8 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
         None
     };
 
+    // Every connection is closed before anything else is measured.
+    closing.join_all().await;
     let throughput = throughput(&args, suite).await?;
     if args.json {
         let mut line = serde_json::json!({

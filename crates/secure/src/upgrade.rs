@@ -54,6 +54,9 @@ where
     .await
 }
 
+/// The most a handshake read reserves ahead of the bytes that arrived.
+const HANDSHAKE_READ: usize = 512;
+
 /// How long a listener waits for the dialler's preamble and Noise message 1 (2 s).
 pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -158,6 +161,9 @@ async fn read_message<S: AsyncRead + Unpin>(
     }
     let len = message_len(prefix)?;
     buf.clear();
+    // Room for a usual handshake message (our size, at most 512 bytes, not the claim), so it
+    // is read in one call rather than in small growing steps.
+    buf.reserve(len.min(HANDSHAKE_READ));
     let read = (&mut *io).take(len as u64).read_to_end(buf).await?;
     if read < len {
         return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));

@@ -80,8 +80,8 @@ async fn read_exact_timed(
 enum Disposition {
     /// Handled here (large message, perf): drop it.
     Done,
-    /// The remote's control stream, with its version: hand it to the connection task.
-    Control(u16),
+    /// A control stream after the one taken at setup: reset.
+    Control,
     /// The remote's message stream: hand it to the connection task.
     Messages,
     /// A raw application stream for this opcode's handler.
@@ -89,14 +89,17 @@ enum Disposition {
 }
 
 async fn handle_stream(mut stream: Stream, ctx: StreamCtx) {
-    match dispatch(&mut stream, &ctx).await {
-        Ok(Disposition::Control(version)) => {
-            let slot = ctx.control.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // A second control stream is a protocol error: dropping it resets it.
-            if let Some(tx) = slot {
-                let _ = tx.send((stream, version));
-            }
-        }
+    if let Ok(header) = read_header(&mut stream, &ctx).await {
+        handle_with_header(stream, header, ctx).await;
+    }
+    // Otherwise dropping the stream resets it.
+}
+
+async fn handle_with_header(mut stream: Stream, header: Header, ctx: StreamCtx) {
+    match dispatch(&mut stream, header, &ctx).await {
+        // The control stream was taken while the connection was set up: a second one is
+        // reset (dropping it does that).
+        Ok(Disposition::Control) => {}
         Ok(Disposition::Messages) => {
             // At most one from the remote per connection; the connection task refuses more.
             let _ = ctx.messages.send(stream).await;
@@ -104,6 +107,37 @@ async fn handle_stream(mut stream: Stream, ctx: StreamCtx) {
         Ok(Disposition::Handler(opcode)) => hand_to_handler(stream, opcode, &ctx),
         // Returning drops the stream: finished streams close, anything else is reset.
         Ok(Disposition::Done) | Err(_) => {}
+    }
+}
+
+/// Accepts the dialler's streams until its control stream, and returns it with its version.
+/// Run by the connection task itself, before its acceptor starts, so the control stream takes
+/// no task hop. Other streams that arrive first (yamux opens streams lazily, so a stream the
+/// dialler opened later may arrive first) get their own tasks, as the acceptor would give them.
+pub(super) async fn control_stream(
+    muxer: &MuxedConnection,
+    ctx: &StreamCtx,
+) -> Result<(Stream, u16), sinew_protocol::Reason> {
+    loop {
+        let mut stream =
+            muxer.accept_stream().await.ok_or(sinew_protocol::Reason::ConnectionLost)?;
+        match read_header(&mut stream, ctx).await {
+            Ok(Header::Small(frame)) if frame.opcode == Opcode::CONTROL_STREAM => {
+                match ControlHello::decode(frame.payload) {
+                    Ok(hello) => return Ok((stream, hello.version)),
+                    Err(_) => {
+                        return Err(sinew_protocol::Reason::ProtocolError(
+                            "a malformed control stream hello".into(),
+                        ));
+                    }
+                }
+            }
+            Ok(header) => {
+                tokio::spawn(handle_with_header(stream, header, ctx.clone()));
+            }
+            // A stream whose first frame is bad is reset; the connection goes on.
+            Err(_) => {}
+        }
     }
 }
 
@@ -146,14 +180,22 @@ async fn dispatch_header(stream: &mut Stream, ctx: &StreamCtx) -> Result<Header,
 /// stream headers are a few bytes.
 const MAX_STREAM_HEADER_BODY: usize = 64;
 
-async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, StreamFault> {
+/// Reads a stream's first frame, all of it within one stall timeout (not a byte per timeout).
+async fn read_header(stream: &mut Stream, ctx: &StreamCtx) -> Result<Header, StreamFault> {
+    let stall = ctx.shared.config.frame_stall_timeout;
+    tokio::time::timeout(stall, dispatch_header(stream, ctx))
+        .await
+        .map_err(|_| StreamFault::Stalled)?
+}
+
+async fn dispatch(
+    stream: &mut Stream,
+    header: Header,
+    ctx: &StreamCtx,
+) -> Result<Disposition, StreamFault> {
     let config = &ctx.shared.config;
     let authorized = ctx.stats.is_authorized() || config.access.unauthorized_streams;
-    // The whole first frame within one stall timeout, not a byte per timeout.
-    let header = tokio::time::timeout(config.frame_stall_timeout, dispatch_header(stream, ctx))
-        .await
-        .map_err(|_| StreamFault::Stalled)?;
-    let frame = match header? {
+    let frame = match header {
         Header::Large { head, total, opcode } => {
             if !authorized {
                 return Err(StreamFault::Unauthorized);
@@ -168,10 +210,7 @@ async fn dispatch(stream: &mut Stream, ctx: &StreamCtx) -> Result<Disposition, S
         Header::Small(frame) => frame,
     };
     match frame.opcode {
-        Opcode::CONTROL_STREAM => {
-            let hello = ControlHello::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;
-            Ok(Disposition::Control(hello.version))
-        }
+        Opcode::CONTROL_STREAM => Ok(Disposition::Control),
         Opcode::MESSAGE_STREAM => Ok(Disposition::Messages),
         Opcode::OPEN_STREAM if authorized => {
             let open = OpenStream::decode(frame.payload).map_err(|_| StreamFault::Malformed)?;

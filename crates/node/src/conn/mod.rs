@@ -30,7 +30,7 @@ mod rate;
 pub(crate) mod system;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -41,7 +41,7 @@ use sinew_protocol::Reason;
 use sinew_transport::{Connection, MuxedConnection, Stream};
 use sinew_types::{Direction, PeerId};
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -102,9 +102,6 @@ pub(crate) struct ConnTask {
     pub(crate) commands: futures::channel::mpsc::Receiver<ConnCommand>,
 }
 
-/// Hands the remote's control stream, with its version, to the connection task.
-pub(crate) type ControlHandoff = oneshot::Sender<(Stream, u16)>;
-
 /// Handed to each inbound stream's task, and to the lanes' readers.
 #[derive(Clone)]
 pub(crate) struct StreamCtx {
@@ -116,8 +113,6 @@ pub(crate) struct StreamCtx {
     pub(crate) limits: Arc<ReadLimits>,
     /// This connection's share of the node's large-message receive budget.
     pub(crate) large_share: Arc<crate::budget::ByteBudget>,
-    /// Where the remote's control stream goes (inbound connections); taken once.
-    pub(crate) control: Arc<Mutex<Option<ControlHandoff>>>,
     /// Where the remote's message stream goes.
     pub(crate) messages: mpsc::Sender<Stream>,
 }
@@ -130,7 +125,6 @@ impl ConnTask {
         let Connection { muxer, info } = connection;
         let direction = info.direction;
         drop(info);
-        let (control_tx, control_rx) = oneshot::channel();
         let (messages_tx, mut messages_rx) = mpsc::channel(1);
         let ctx = StreamCtx {
             conn,
@@ -142,17 +136,14 @@ impl ConnTask {
             large_share: Arc::new(crate::budget::ByteBudget::new(
                 shared.config.large_message_share,
             )),
-            control: Arc::new(Mutex::new(Some(control_tx))),
             messages: messages_tx,
         };
-        // The remote's streams, from the start: yamux opens streams lazily, so the dialler's
-        // control stream may arrive after another stream it opened at once.
-        let acceptor = inbound::accept_loop(muxer.clone(), ctx.clone());
-        tokio::pin!(acceptor);
-        let setup =
-            Box::pin(control_stream(&muxer, direction, control_rx, &ctx, acceptor.as_mut()));
+        let setup = Box::pin(control_stream(&muxer, direction, &ctx));
         let reason = match setup.await {
             Ok(stream) => {
+                // The remote's other streams, from now on.
+                let acceptor = inbound::accept_loop(muxer.clone(), ctx.clone());
+                tokio::pin!(acceptor);
                 let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
                 lanes.run(stream, acceptor.as_mut(), &mut commands, &mut messages_rx).await
             }
@@ -172,33 +163,26 @@ impl ConnTask {
 }
 
 /// Gets the control stream: the dialler opens it (its writer sends the hello), the listener
-/// waits for the remote's and checks its version.
+/// accepts the remote's (taking any other stream that comes first to its own task) and checks
+/// its version.
 async fn control_stream(
     muxer: &MuxedConnection,
     direction: Direction,
-    control_rx: oneshot::Receiver<(Stream, u16)>,
     ctx: &StreamCtx,
-    acceptor: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<Stream, Reason> {
     let setup_timeout = ctx.shared.config.setup_timeout;
     match direction {
-        Direction::Outbound => tokio::select! {
-            stream = tokio::time::timeout(setup_timeout, muxer.open_stream()) => match stream {
-                Ok(Ok(stream)) => Ok(stream),
-                Ok(Err(_)) => Err(Reason::ConnectionLost),
-                Err(_) => Err(Reason::ProtocolError("could not open the control stream".into())),
-            },
-            () = acceptor => Err(Reason::ConnectionLost),
+        Direction::Outbound => match tokio::time::timeout(setup_timeout, muxer.open_stream()).await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(_)) => Err(Reason::ConnectionLost),
+            Err(_) => Err(Reason::ProtocolError("could not open the control stream".into())),
         },
         Direction::Inbound => {
-            let (mut stream, version) = tokio::select! {
-                stream = tokio::time::timeout(setup_timeout, control_rx) => match stream {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(_)) => return Err(Reason::ConnectionLost),
-                    Err(_) => return Err(Reason::ProtocolError("no control stream".into())),
-                },
-                () = acceptor => return Err(Reason::ConnectionLost),
-            };
+            let (mut stream, version) =
+                tokio::time::timeout(setup_timeout, inbound::control_stream(muxer, ctx))
+                    .await
+                    .map_err(|_| Reason::ProtocolError("no control stream".into()))??;
             if version != CONTROL_VERSION {
                 let message =
                     format!("control stream version {version}; this node speaks {CONTROL_VERSION}");
