@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use sinew_codec::messages::{Disconnect, DisconnectCode, MessageBody as _};
+use sinew_codec::messages::{
+    CONTROL_VERSION, ControlHello, Disconnect, DisconnectCode, MessageBody as _,
+};
 use sinew_codec::{Frame, Opcode};
 use sinew_protocol::Reason;
 use sinew_transport::Stream;
@@ -57,7 +59,7 @@ pub(super) async fn read_system(
             });
             return ReadEnd::Goodbye(goodbye, Box::new(reader));
         }
-        if ctx.to_driver.send(ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
+        if super::send_to_driver(ctx, ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
             return ReadEnd::Failed(Reason::Local(DisconnectCode::SHUTDOWN));
         }
     }
@@ -80,19 +82,15 @@ pub(super) enum WriteEnd {
 }
 
 /// Writes the system queue until it is finished: all queued frames in one write, then its last
-/// frame (the goodbye), then FIN.
+/// frame (the goodbye), then FIN. `out` may hold bytes to write first (the dialler's hello).
 pub(super) async fn write_system(
     mut wr: WriteHalf<Stream>,
     queue: &SystemQueue,
     stats: &ConnStats,
     stall: Duration,
-    hello: Option<Frame>,
+    mut out: BytesMut,
 ) -> WriteEnd {
-    let mut out = BytesMut::new();
     let mut batch = Vec::new();
-    if let Some(hello) = hello {
-        encode(&hello, &mut out, stats);
-    }
     loop {
         let next = queue.pop_all(&mut batch);
         let mut popped = 0;
@@ -100,15 +98,18 @@ pub(super) async fn write_system(
             popped += frame.encoded_len();
             encode(&frame, &mut out, stats);
         }
-        let last = match next {
-            Next::Open => None,
-            Next::Finished(last) => Some(last),
+        let finished = match next {
+            Next::Open => false,
+            Next::Finished(goodbye) => {
+                if let Some(goodbye) = goodbye {
+                    encode(&goodbye, &mut out, stats);
+                }
+                true
+            }
         };
-        if let Some(Some(goodbye)) = &last {
-            encode(goodbye, &mut out, stats);
-        }
         if !out.is_empty() {
-            if let Err(fault) = write_all_timed(&mut wr, &out, stall).await {
+            // Boxed, as the finish below: an idle writer's state machine holds no write timer.
+            if let Err(fault) = Box::pin(write_all_timed(&mut wr, &out, stall)).await {
                 return WriteEnd::Failed(fault);
             }
             stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -117,14 +118,22 @@ pub(super) async fn write_system(
             out = BytesMut::new();
             batch = Vec::new();
         }
-        if last.is_some() {
-            return match finish_timed(&mut wr, stall).await {
+        if finished {
+            return match Box::pin(finish_timed(&mut wr, stall)).await {
                 Ok(()) => WriteEnd::Finished,
                 Err(fault) => WriteEnd::Failed(fault),
             };
         }
         queue.ready().await;
     }
+}
+
+/// The dialler's hello, encoded: the first bytes its control stream writer writes.
+pub(super) fn hello(stats: &ConnStats) -> BytesMut {
+    let mut out = BytesMut::new();
+    let hello = ControlHello { version: CONTROL_VERSION };
+    encode(&Frame::message(Opcode::CONTROL_STREAM, hello.encode()), &mut out, stats);
+    out
 }
 
 fn encode(frame: &Frame, out: &mut BytesMut, stats: &ConnStats) {

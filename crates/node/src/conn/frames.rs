@@ -172,10 +172,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 limits.charge(n, stats).await;
             } else {
                 self.buf.reserve(self.decoder.read_hint(&self.buf));
-                let read = tokio::time::timeout(
+                // Boxed: a reader waiting for its next frame holds no timer.
+                let read = Box::pin(tokio::time::timeout(
                     config.frame_stall_timeout,
                     self.rd.read_buf(&mut self.buf),
-                )
+                ))
                 .await;
                 let n = match read {
                     Err(_) => {

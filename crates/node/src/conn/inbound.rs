@@ -19,7 +19,7 @@ use crate::stats::StreamGuard;
 use crate::stream::{AppStream, IncomingStream};
 
 /// Accepts the remote's streams until the connection closes; each gets its own short task.
-pub(super) async fn accept_loop(muxer: MuxedConnection, ctx: StreamCtx) {
+pub(super) async fn accept_loop(muxer: &MuxedConnection, ctx: &StreamCtx) {
     while let Some(stream) = muxer.accept_stream().await {
         tokio::spawn(handle_stream(stream, ctx.clone()));
     }
@@ -102,7 +102,7 @@ async fn handle_with_header(mut stream: Stream, header: Header, ctx: StreamCtx) 
         Ok(Disposition::Control) => {}
         Ok(Disposition::Messages) => {
             // At most one from the remote per connection; the connection task refuses more.
-            let _ = ctx.messages.send(stream).await;
+            ctx.messages.offer(stream);
         }
         Ok(Disposition::Handler(opcode)) => hand_to_handler(stream, opcode, &ctx),
         // Returning drops the stream: finished streams close, anything else is reset.

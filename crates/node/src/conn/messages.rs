@@ -186,7 +186,7 @@ pub(super) async fn read_messages(stream: Stream, ctx: &StreamCtx) -> LaneEnd {
         }
         ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
         ctx.stats.app_activity();
-        if ctx.to_driver.send(ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
+        if super::send_to_driver(ctx, ConnEvent::Frame { conn: ctx.conn, frame }).await.is_err() {
             return LaneEnd::Failed(Reason::Local(DisconnectCode::SHUTDOWN));
         }
     }

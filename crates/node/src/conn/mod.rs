@@ -24,6 +24,7 @@
 mod control;
 pub(crate) mod frames;
 mod inbound;
+mod message_slot;
 mod messages;
 pub(crate) mod outbound;
 mod rate;
@@ -33,9 +34,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::StreamExt as _;
-use sinew_codec::messages::{CONTROL_VERSION, ControlHello, DisconnectCode, MessageBody as _};
-use sinew_codec::{Frame, Opcode, SYSTEM_FRAME_CAP};
+use sinew_codec::messages::{CONTROL_VERSION, DisconnectCode};
+use sinew_codec::{Frame, SYSTEM_FRAME_CAP};
 use sinew_peers::ConnId;
 use sinew_protocol::Reason;
 use sinew_transport::{Connection, MuxedConnection, Stream};
@@ -114,52 +116,64 @@ pub(crate) struct StreamCtx {
     /// This connection's share of the node's large-message receive budget.
     pub(crate) large_share: Arc<crate::budget::ByteBudget>,
     /// Where the remote's message stream goes.
-    pub(crate) messages: mpsc::Sender<Stream>,
+    /// Where the remote's message stream goes.
+    pub(crate) messages: Arc<message_slot::MessageSlot>,
 }
 
 impl ConnTask {
-    /// Runs the connection to its end. One-off phases (setting up the control stream, closing)
-    /// run as boxed futures so the long-lived state machine of an idle connection stays small.
-    pub(crate) async fn run(self) {
-        let Self { conn, peer, connection, shared, stats, system, to_driver, mut commands } = self;
+    /// Runs the connection to its end. The task is taken apart before the future is made, so
+    /// the future keeps only what the connection needs (not the handshake's connection info);
+    /// one-off phases (setting up the control stream, closing) run as boxed futures, so the
+    /// long-lived state machine of an idle connection stays small.
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let Self { conn, peer, connection, shared, stats, system, to_driver, commands } = self;
         let Connection { muxer, info } = connection;
         let direction = info.direction;
         drop(info);
-        let (messages_tx, mut messages_rx) = mpsc::channel(1);
         let ctx = StreamCtx {
             conn,
             peer,
-            shared: shared.clone(),
-            stats,
-            to_driver: to_driver.clone(),
             limits: Arc::new(ReadLimits::new(&shared.config)),
             large_share: Arc::new(crate::budget::ByteBudget::new(
                 shared.config.large_message_share,
             )),
-            messages: messages_tx,
+            shared,
+            stats,
+            to_driver,
+            messages: Arc::default(),
         };
-        let setup = Box::pin(control_stream(&muxer, direction, &ctx));
-        let reason = match setup.await {
-            Ok(stream) => {
-                // The remote's other streams, from now on.
-                let acceptor = inbound::accept_loop(muxer.clone(), ctx.clone());
-                tokio::pin!(acceptor);
-                let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
-                lanes.run(stream, acceptor.as_mut(), &mut commands, &mut messages_rx).await
-            }
-            Err(reason) => reason,
-        };
-        system.finish(None);
-        tracing::debug!(%conn, peer = %peer, %reason, "connection closed");
-        let grace = shared.config.close_grace;
-        Box::pin(async move {
-            // Reported first: the lanes are done, and closing the muxer (flushing yamux's
-            // GoAway) may take its whole grace period on a peer that stopped reading.
-            let _ = to_driver.send(ConnEvent::Closed { conn, reason }).await;
-            let _ = tokio::time::timeout(grace, muxer.close()).await;
-        })
-        .await;
+        run_connection(ctx, muxer, direction, system, commands)
     }
+}
+
+async fn run_connection(
+    ctx: StreamCtx,
+    muxer: MuxedConnection,
+    direction: Direction,
+    system: Arc<SystemQueue>,
+    mut commands: futures::channel::mpsc::Receiver<ConnCommand>,
+) {
+    let setup = Box::pin(control_stream(&muxer, direction, &ctx));
+    let reason = match setup.await {
+        Ok(stream) => {
+            // The remote's other streams, from now on.
+            let acceptor = inbound::accept_loop(&muxer, &ctx);
+            tokio::pin!(acceptor);
+            let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
+            lanes.run(stream, acceptor.as_mut(), &mut commands).await
+        }
+        Err(reason) => reason,
+    };
+    system.finish(None);
+    let (conn, grace) = (ctx.conn, ctx.shared.config.close_grace);
+    tracing::debug!(%conn, peer = %ctx.peer, %reason, "connection closed");
+    Box::pin(async move {
+        // Reported first: the lanes are done, and closing the muxer (flushing yamux's
+        // GoAway) may take its whole grace period on a peer that stopped reading.
+        let _ = ctx.to_driver.send(ConnEvent::Closed { conn, reason }).await;
+        let _ = tokio::time::timeout(grace, muxer.close()).await;
+    })
+    .await;
 }
 
 /// Gets the control stream: the dialler opens it (its writer sends the hello), the listener
@@ -231,9 +245,19 @@ async fn optional<F: Future + Unpin>(future: &mut Option<F>) -> F::Output {
     }
 }
 
+/// Sleeps until `deadline`; pending while there is none. The timer is boxed, so the lanes'
+/// state machine does not carry one while no close is under way.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `queue` may have frames; pending while there is none.
+async fn queue_ready(queue: Option<Arc<PeerQueue>>) {
+    match queue {
+        Some(queue) => queue.ready().await,
         None => std::future::pending().await,
     }
 }
@@ -245,29 +269,28 @@ impl Lanes<'_> {
         stream: Stream,
         mut acceptor: Pin<&mut impl Future<Output = ()>>,
         commands: &mut futures::channel::mpsc::Receiver<ConnCommand>,
-        messages_rx: &mut mpsc::Receiver<Stream>,
     ) -> Reason {
         let ctx = self.ctx;
         let config = &ctx.shared.config;
         let stall = config.write_stall_timeout;
         let (rd, wr) = tokio::io::split(stream);
-        let hello = (self.direction == Direction::Outbound).then(|| {
-            Frame::message(
-                Opcode::CONTROL_STREAM,
-                ControlHello { version: CONTROL_VERSION }.encode(),
-            )
-        });
+        let first = if self.direction == Direction::Outbound {
+            control::hello(&ctx.stats)
+        } else {
+            BytesMut::new()
+        };
         // Boxed: each is sized exactly, and the outer state machine holds pointers.
         let mut sys_rd =
             Some(Box::pin(control::read_system(FrameReader::new(rd, SYSTEM_FRAME_CAP), ctx)));
         let mut sys_wr =
-            Some(Box::pin(control::write_system(wr, self.system, &ctx.stats, stall, hello)));
+            Some(Box::pin(control::write_system(wr, self.system, &ctx.stats, stall, first)));
         let mut sys_drain = None;
         let mut msg_wr = None;
         let mut msg_stop = CancellationToken::new();
         let mut activated = false;
+        // The queue this connection carries while its writer has not started.
+        let mut idle_queue: Option<Arc<PeerQueue>> = None;
         let mut msg_rd = None;
-        let mut remote_messages = false;
         let mut closing: Option<Closing> = None;
         let mut commands_done = false;
         let mut accepting_done = false;
@@ -277,19 +300,9 @@ impl Lanes<'_> {
                     Some(ConnCommand::Activate(queue)) => {
                         if closing.is_none() && !activated {
                             activated = true;
-                            msg_stop = CancellationToken::new();
-                            let pace = messages::Pace {
-                                stall,
-                                min_rate: config.lane_min_rate,
-                                window: config.frame_stall_timeout,
-                            };
-                            msg_wr = Some(Box::pin(messages::write_messages(
-                                self.muxer.clone(),
-                                queue,
-                                msg_stop.clone(),
-                                &ctx.stats,
-                                pace,
-                            )));
+                            // The writer starts with the first frame: until then an idle
+                            // connection holds a wait on the queue, not a writer.
+                            idle_queue = Some(queue);
                         }
                     }
                     Some(ConnCommand::Drain) => {
@@ -315,7 +328,7 @@ impl Lanes<'_> {
                         control::ReadEnd::Goodbye(goodbye, reader) => {
                             sys_drain = Some(Box::pin(control::drain(reader, ctx)));
                             let code = goodbye.code;
-                            if ctx.to_driver.send(ConnEvent::Goodbye { conn: ctx.conn, code }).await.is_err() {
+                            if send_to_driver(ctx, ConnEvent::Goodbye { conn: ctx.conn, code }).await.is_err() {
                                 return Reason::Local(DisconnectCode::SHUTDOWN);
                             }
                             // Answered by finishing our lanes (no goodbye of our own). During a
@@ -383,18 +396,31 @@ impl Lanes<'_> {
                         }
                     }
                 }
-                stream = messages_rx.recv() => {
-                    let Some(stream) = stream else { return Reason::ConnectionLost };
-                    if remote_messages {
+                () = queue_ready(idle_queue.clone()), if closing.is_none() => {
+                    let Some(queue) = idle_queue.take() else { continue };
+                    msg_stop = CancellationToken::new();
+                    let pace = messages::Pace {
+                        stall,
+                        min_rate: config.lane_min_rate,
+                        window: config.frame_stall_timeout,
+                    };
+                    msg_wr = Some(Box::pin(messages::write_messages(
+                        self.muxer.clone(),
+                        queue,
+                        msg_stop.clone(),
+                        &ctx.stats,
+                        pace,
+                    )));
+                }
+                stream = ctx.messages.take() => match stream {
+                    Ok(stream) => msg_rd = Some(Box::pin(messages::read_messages(*stream, ctx))),
+                    Err(message_slot::SecondStream) => {
                         let reason = Reason::ProtocolError("a second message stream".into());
                         if let Some(reason) = self.fail(&mut closing, &mut msg_wr, reason) {
                             return reason;
                         }
-                    } else {
-                        remote_messages = true;
-                        msg_rd = Some(Box::pin(messages::read_messages(stream, ctx)));
                     }
-                }
+                },
                 () = &mut acceptor, if !accepting_done => {
                     // The muxer ended (the remote closed it, or it failed). What arrived before
                     // stays readable: let the readers drain it (a goodbye may be in there),
@@ -510,5 +536,18 @@ fn write_fault(fault: frames::WriteFault) -> Reason {
     match fault {
         frames::WriteFault::Io => Reason::ConnectionLost,
         frames::WriteFault::Stalled => Reason::Local(DisconnectCode::STALLED),
+    }
+}
+
+/// Sends `event` to the driver: at once when there is room, else waiting (boxed, so that the
+/// readers' state machines do not carry a send in progress while they wait for bytes).
+async fn send_to_driver(
+    ctx: &StreamCtx,
+    event: ConnEvent,
+) -> Result<(), mpsc::error::SendError<ConnEvent>> {
+    match ctx.to_driver.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(event)) => Box::pin(ctx.to_driver.send(event)).await,
+        Err(mpsc::error::TrySendError::Closed(event)) => Err(mpsc::error::SendError(event)),
     }
 }
