@@ -113,3 +113,35 @@ async fn the_large_boundary_and_large_requests() {
     let response = b.request(peer, echo_op, request.clone()).await.unwrap();
     assert_eq!(Sha256::digest(&response), Sha256::digest(&request));
 }
+
+/// A large message is sent only when its receiver says it took it (the `0x01` byte before its
+/// FIN): one that reads the whole message and then resets the stream refused it, and the
+/// sender is told, even though every byte was written.
+#[tokio::test]
+async fn a_large_message_is_sent_only_when_the_receiver_says_it_took_it() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let op = Opcode::app(1000).unwrap();
+    let a = node().await;
+    let mut events = a.events();
+    let raw = crate::raw::raw_connect(&addr(&a)).await;
+    sinew_tests::connected(&mut events, raw.id).await;
+    let muxer = raw._connection.muxer.clone();
+    let receiver = tokio::spawn(async move {
+        for take in [false, true] {
+            let mut stream = muxer.accept_stream().await.expect("the large stream");
+            let mut message = Vec::new();
+            stream.read_to_end(&mut message).await.expect("read to the sender's FIN");
+            if take {
+                stream.write_all(&[sinew_codec::messages::LARGE_TAKEN]).await.unwrap();
+                stream.finish().await.unwrap();
+                let _ = stream.read(&mut [0u8; 1]).await;
+            }
+            // Otherwise dropping the stream resets it.
+        }
+    });
+    let payload = pattern(2 << 20);
+    let refused = a.send(raw.id, op, payload.clone()).await;
+    assert_eq!(refused, Err(sinew::SendError::Reset), "read whole, then reset: refused");
+    a.send(raw.id, op, payload).await.expect("taken");
+    receiver.await.unwrap();
+}

@@ -8,7 +8,7 @@ Layers, bottom up (section numbers are those of docs/protocol.md):
 * Noise transport messages (u16 big-endian length) carrying one byte stream;
 * yamux version 0 (our own framer: 12-byte header, data / window update / ping / go away,
   SYN / ACK / FIN / RST, 256 KiB stream windows);
-* sinew frames (4, little-endian), the control stream (3, version 2), message streams (3.1),
+* sinew frames (4, little-endian), the control stream (3, version 3), message streams (3.1),
   identify, ping, disconnect (5).
 
 Synchronous sockets: one reader thread per connection parses yamux and fills stream buffers;
@@ -91,7 +91,8 @@ OP_PERF = 22
 OP_MESSAGE_STREAM = 23
 OP_APP_MIN = 1000
 
-CONTROL_STREAM_VERSION = 2
+CONTROL_STREAM_VERSION = 3
+LARGE_TAKEN = 0x01
 
 # payload caps (section 4)
 CAP_MESSAGE_STREAM = 1024 * 1024

@@ -498,13 +498,14 @@ class T7GracefulClose(NodeCase):
 
 
 class T8ControlVersion(NodeCase):
-    def test_control_stream_version_1_is_refused_with_disconnect_11(self):
-        c = self.dial(control_version=1, send_identify=False)
-        code, reason = self.wait_disconnect(c)
-        self.assertEqual(code, sp.DC_UNSUPPORTED_VERSION, reason)
-        self.assertIn("2", reason, "the reason names the listener's own version")
-        self.assertIsNone(c.recv_control(T))
-        self.assert_closes(c)
+    def test_older_control_stream_versions_are_refused_with_disconnect_11(self):
+        for version in (1, 2):
+            c = self.dial(control_version=version, send_identify=False)
+            code, reason = self.wait_disconnect(c)
+            self.assertEqual(code, sp.DC_UNSUPPORTED_VERSION, reason)
+            self.assertIn(str(sp.CONTROL_STREAM_VERSION), reason, "names the listener's version")
+            self.assertIsNone(c.recv_control(T))
+            self.assert_closes(c)
 
 
 class T9Streams(NodeCase):
@@ -553,6 +554,7 @@ class T9Streams(NodeCase):
         fs = sp.FrameStream(st, 512 * 1024 * 1024)
         f = fs.read_frame(T)
         self.assertIsNone(fs.read_frame(T), "the sender finishes a large stream after its frame")
+        st.write(bytes([sp.LARGE_TAKEN]))  # taken (section 3)
         st.finish()
         return f
 
@@ -578,6 +580,8 @@ class T9Streams(NodeCase):
         self.assertFalse(y.reset, "the node reset the stream of a message it answered")
         y.finish()
         y.wait_remote_fin(T)
+        self.assertEqual(y.recv(16, T), bytes([sp.LARGE_TAKEN]), "the taken byte, then the end")
+        self.assertEqual(y.recv(16, T), b"")
 
 
 def main() -> int:

@@ -218,7 +218,12 @@ pub struct ControlHello {
 
 /// The control protocol version this crate speaks: 2 (a control stream for system frames,
 /// one message stream per sender for application frames).
-pub const CONTROL_VERSION: u16 = 2;
+pub const CONTROL_VERSION: u16 = 3;
+
+/// The byte a large message's receiver writes on its stream once it has taken the message
+/// (then it finishes its half). A sender that reads the end of the stream without it was
+/// refused: a reset and a clean end look alike on some muxers (yamux 0.14).
+pub const LARGE_TAKEN: u8 = 0x01;
 
 impl MessageBody for ControlHello {
     fn encode(&self) -> Bytes {

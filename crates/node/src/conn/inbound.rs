@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use sinew_codec::messages::{ControlHello, MessageBody as _, OpenStream, Perf};
+use sinew_codec::messages::{ControlHello, LARGE_TAKEN, MessageBody as _, OpenStream, Perf};
 use sinew_codec::{
     Frame, FrameDecoder, FrameKind, LENGTH_FIELD, MAX_MESSAGE, MIN_BODY, Opcode, flags,
 };
@@ -301,7 +301,7 @@ async fn receive_large(
     frame.payload = Bytes::from_owner(ChargedPayload { payload: frame.payload, _charge: charge });
     ctx.stats.msgs_in.fetch_add(1, Ordering::Relaxed);
     deliver(frame, ctx).await;
-    // Taken: close the stream cleanly (a reset would read as a refusal to the sender).
+    // Taken: say so, then close the stream cleanly.
     finish_after_end(stream, ctx).await
 }
 
@@ -317,8 +317,9 @@ impl AsRef<[u8]> for ChargedPayload {
     }
 }
 
-/// Waits for the sender's FIN after the one frame a stream carries (more bytes are an error),
-/// then finishes our half, so the stream ends cleanly instead of being reset.
+/// Waits for the sender's FIN after the one frame a large stream carries (more bytes are an
+/// error), then writes [`LARGE_TAKEN`] and finishes our half: the sender's proof that the
+/// message was taken.
 async fn finish_after_end(stream: &mut Stream, ctx: &StreamCtx) -> Result<(), StreamFault> {
     let stall = ctx.shared.config.frame_stall_timeout;
     let mut byte = [0u8; 1];
@@ -329,6 +330,10 @@ async fn finish_after_end(stream: &mut Stream, ctx: &StreamCtx) -> Result<(), St
     if n != 0 {
         return Err(StreamFault::Malformed);
     }
+    tokio::time::timeout(stall, stream.write_all(&[LARGE_TAKEN]))
+        .await
+        .map_err(|_| StreamFault::Stalled)?
+        .map_err(|_| StreamFault::Io)?;
     tokio::time::timeout(stall, stream.finish())
         .await
         .map_err(|_| StreamFault::Stalled)?

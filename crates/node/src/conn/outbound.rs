@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sinew_codec::messages::{MessageBody as _, OpenStream, Perf};
+use sinew_codec::messages::{LARGE_TAKEN, MessageBody as _, OpenStream, Perf};
 use sinew_codec::{Frame, Opcode};
 use sinew_types::PeerId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -84,11 +84,23 @@ async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Resul
             write_all_timed(&mut stream, &trailer, stall).await?;
         }
         finish_timed(&mut stream, stall).await?;
-        // The receiver finishes its half once it has taken the message; a reset means it
-        // refused it (its budget, or the minimum rate).
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout(stall, stream.read(&mut byte)).await {
-            Ok(Ok(_)) => Ok(()),
+        // The receiver writes LARGE_TAKEN and finishes its half once it has taken the
+        // message; an end without it (a reset) means it refused it (its budget, or the
+        // minimum rate).
+        let mut answer = [0u8; 2];
+        let read = tokio::time::timeout(stall, async {
+            let mut got = 0;
+            while got < answer.len() {
+                match stream.read(&mut answer[got..]).await? {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            Ok::<_, io::Error>(got)
+        });
+        match read.await {
+            Ok(Ok(1)) if answer[0] == LARGE_TAKEN => Ok(()),
+            Ok(Ok(_)) => Err(WriteFault::Io),
             Ok(Err(_)) => Err(WriteFault::Io),
             Err(_) => Err(WriteFault::Stalled),
         }
