@@ -133,6 +133,42 @@ async fn silent_and_trickling_dialers_are_closed_within_the_first_message_timeou
     still_serves(&a).await;
 }
 
+/// A dialler that gets message 2 and never sends message 3 holds its pending slot for the 2 s
+/// the listener gives each of the dialler's messages, not for the whole handshake timeout.
+#[tokio::test]
+async fn a_dialler_that_stops_before_message_3_is_closed_within_the_message_timeout() {
+    use sinew_secure::{HandshakeStep, NoiseHandshake, NoiseIdentity};
+    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
+    let mut events = a.events();
+    let target = a.listen_addrs()[0].socket_addr().unwrap();
+    let identity = NoiseIdentity::new(&sinew::Keypair::generate(), 1);
+    let mut handshake = NoiseHandshake::initiator(&identity, sinew::NoiseSuite::AesGcm, None);
+    let mut out = handshake.preamble().as_bytes().to_vec();
+    handshake.write_message(&mut out).unwrap();
+    let mut socket = TcpStream::connect(target).await.unwrap();
+    socket.write_all(&out).await.unwrap();
+    // Message 2 arrives...
+    let mut prefix = [0u8; 2];
+    socket.read_exact(&mut prefix).await.unwrap();
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    socket.read_exact(&mut message).await.unwrap();
+    handshake.read_message(&message).unwrap();
+    assert_eq!(handshake.step(), HandshakeStep::Write, "message 3 is ours to send");
+    // ... and we send nothing more.
+    let started = Instant::now();
+    let failed = events.wait_for(WAIT, |e| match e {
+        Event::HandshakeFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    let error = failed.await.expect("the handshake fails");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}: {error}");
+    assert!(waited >= Duration::from_millis(1900), "not before its time: {waited:?}");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, socket.read_to_end(&mut rest)).await.expect("closed");
+    still_serves(&a).await;
+}
+
 /// A delivered large message keeps its share of the receive budget until the application
 /// drops it, so payloads an application holds are bounded too.
 #[tokio::test]
@@ -272,4 +308,36 @@ async fn the_large_message_cap_is_exact() {
     let reset = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("ended");
     assert!(!matches!(reset, Ok(n) if n > 0), "the stream carries nothing back");
     still_serves(&a).await;
+}
+
+/// An inbox is bounded in bytes too: a peer sending 1 MiB messages to an application that does
+/// not read fills it to `inbox_bytes`, then its messages are refused (`InboxFull`) in order,
+/// with nothing else lost; once the application reads, they fit again.
+#[tokio::test]
+async fn an_inbox_is_bounded_in_bytes() {
+    let op = Opcode::app(1000).unwrap();
+    let a = node_with(|c| c.inbox_bytes = 3 << 20).await;
+    let b = node().await;
+    let mut inbox = a.inbox(op).await.unwrap();
+    let mut events = a.events();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    for i in 0..5u8 {
+        b.send(peer, op, Bytes::from(vec![i; 1 << 20])).await.unwrap();
+    }
+    for _ in 0..2 {
+        let dropped = events.wait_for(WAIT, |e| match e {
+            Event::MessageDropped { reason, .. } => Some(*reason),
+            _ => None,
+        });
+        assert_eq!(dropped.await, Some(DropReason::InboxFull));
+    }
+    // The first three are there, in order, and nothing else.
+    for i in 0..3u8 {
+        let msg = inbox.try_next().expect("held");
+        assert_eq!((msg.payload.len(), msg.payload[0]), (1 << 20, i));
+    }
+    assert!(inbox.try_next().is_none());
+    b.send(peer, op, Bytes::from(vec![9u8; 1 << 20])).await.unwrap();
+    let msg = tokio::time::timeout(WAIT, inbox.next()).await.unwrap().unwrap();
+    assert_eq!(msg.payload[0], 9, "room again once read");
 }

@@ -84,6 +84,10 @@ pub struct NodeConfig {
     pub keepalive_interval: Option<Duration>,
     /// Capacity of each application inbox, in messages (1024).
     pub inbox_capacity: usize,
+    /// Bytes of message-lane payloads an application inbox holds (64 MiB): past it, messages
+    /// are refused as when the inbox is full (a message is always taken into an empty inbox).
+    /// Large messages are bounded by `large_message_budget` instead.
+    pub inbox_bytes: usize,
     /// Capacity of the event stream (1024); slow subscribers skip events and are told how many.
     pub event_capacity: usize,
     /// Capacity of the command channel from `Node` handles to the driver (1024).
@@ -184,6 +188,7 @@ impl NodeConfig {
             ("large_message_budget", self.large_message_budget),
             ("large_message_share", self.large_message_share),
             ("inbox_capacity", self.inbox_capacity),
+            ("inbox_bytes", self.inbox_bytes),
             ("event_capacity", self.event_capacity),
             ("command_capacity", self.command_capacity),
             ("inbound_frame_capacity", self.inbound_frame_capacity),
@@ -256,6 +261,7 @@ impl Default for NodeConfig {
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Some(Duration::from_secs(20)),
             inbox_capacity: 1024,
+            inbox_bytes: 64 << 20,
             event_capacity: 1024,
             command_capacity: 1024,
             inbound_frame_capacity: 4096,
@@ -293,6 +299,7 @@ mod tests {
             (|c| c.peer_queue_bytes = 0, zero("peer_queue_bytes")),
             (|c| c.large_message_budget = 0, zero("large_message_budget")),
             (|c| c.inbox_capacity = 0, zero("inbox_capacity")),
+            (|c| c.inbox_bytes = 0, zero("inbox_bytes")),
             (|c| c.event_capacity = 0, zero("event_capacity")),
             (|c| c.command_capacity = 0, zero("command_capacity")),
             (|c| c.inbound_frame_capacity = 0, zero("inbound_frame_capacity")),

@@ -541,9 +541,15 @@ impl Node {
     /// [`Node::reply`]).
     pub async fn inbox(&self, opcodes: impl Into<Opcodes>) -> Result<Inbox, RegisterError> {
         let (tx, rx) = mpsc::channel(self.shared.config.inbox_capacity.max(1));
-        let protocol = InboxProtocol { opcodes: opcodes.into(), tx, shared: self.shared.clone() };
+        let bytes = Arc::default();
+        let protocol = InboxProtocol {
+            opcodes: opcodes.into(),
+            tx,
+            shared: self.shared.clone(),
+            bytes: Arc::clone(&bytes),
+        };
         self.register(protocol).await?;
-        Ok(Inbox { rx })
+        Ok(Inbox { rx, bytes })
     }
 
     /// Registers a protocol on the running node (its `on_start` runs, then `on_peer_connected`
@@ -583,7 +589,7 @@ impl Node {
         chunk: usize,
     ) -> std::io::Result<PerfReport> {
         let slot = self.slot(peer).await.map_err(std::io::Error::other)?;
-        outbound::perf(slot, upload, download, chunk).await
+        outbound::perf(slot, upload, download, chunk, self.shared.config.write_stall_timeout).await
     }
 
     /// Stops the node: protocols' `on_stop`, a Disconnect frame to every peer, listeners

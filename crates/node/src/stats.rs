@@ -26,6 +26,8 @@ pub(crate) struct ConnStats {
     last_report_ms: AtomicU64,
     /// Whether the peer is authorized (gates frame size and read rate).
     pub(crate) authorized: AtomicBool,
+    /// Whether a task is waiting to report the stream count (at most one at a time).
+    streams_report_pending: AtomicBool,
     /// Where activity is reported (none in unit tests).
     notify: Option<(mpsc::Sender<ConnEvent>, ConnId)>,
 }
@@ -46,6 +48,7 @@ impl ConnStats {
             msgs_out: AtomicU64::new(0),
             open_streams: AtomicUsize::new(0),
             authorized: AtomicBool::new(authorized),
+            streams_report_pending: AtomicBool::new(false),
         }
     }
 
@@ -58,24 +61,37 @@ impl ConnStats {
                 .last_report_ms
                 .compare_exchange(reported, ms, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+            && let Some((tx, conn)) = &self.notify
         {
-            self.report(Activity::Traffic);
+            // Best effort: a later report covers a dropped one.
+            let _ = tx.try_send(ConnEvent::Activity { conn: *conn, kind: Activity::Traffic });
         }
     }
 
-    /// Tells the driver about activity. A full channel defers the report to a task: stream
-    /// counts must stay exact.
-    fn report(&self, kind: Activity) {
+    /// Tells the driver the stream count changed. A change that finds the channel full is
+    /// handed to a task, at most one per connection: the driver reads the count when the report
+    /// arrives, so one report covers every change made before it (the count stays exact, and a
+    /// peer that opens and resets streams fast cannot make us spawn a task per stream).
+    fn report_streams(self: &std::sync::Arc<Self>) {
         let Some((tx, conn)) = &self.notify else { return };
-        let event = ConnEvent::Activity { conn: *conn, kind };
+        let event = ConnEvent::Activity { conn: *conn, kind: Activity::Streams };
         if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event)
-            && kind != Activity::Traffic
+            && !self.streams_report_pending.swap(true, Ordering::AcqRel)
         {
             let tx = tx.clone();
+            let stats = self.clone();
             tokio::spawn(async move {
+                // Cleared before sending: a change after this point either finds the channel
+                // free or starts the next task; one before it is covered by this report.
+                stats.streams_report_pending.store(false, Ordering::Release);
                 let _ = tx.send(event).await;
             });
         }
+    }
+
+    /// Application streams open now.
+    pub(crate) fn open_streams(&self) -> u32 {
+        u32::try_from(self.open_streams.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn is_authorized(&self) -> bool {
@@ -91,7 +107,7 @@ impl StreamGuard {
     pub(crate) fn new(stats: std::sync::Arc<ConnStats>) -> Self {
         stats.open_streams.fetch_add(1, Ordering::Relaxed);
         stats.app_activity();
-        stats.report(Activity::StreamOpened);
+        stats.report_streams();
         Self(stats)
     }
 
@@ -104,7 +120,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.app_activity();
         self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
-        self.0.report(Activity::StreamClosed);
+        self.0.report_streams();
     }
 }
 

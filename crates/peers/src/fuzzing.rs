@@ -247,7 +247,11 @@ impl<'a> Harness<'a> {
             }
             15 => {
                 let id = self.conn(None);
-                self.pm.stream_closed(id, now);
+                // The incremental report, or the absolute one a coalescing driver sends.
+                match self.input.pick(5) {
+                    0 => self.pm.stream_closed(id, now),
+                    n => self.pm.streams_open(id, n as u32 - 1, now),
+                }
             }
             16 => {
                 let peer = self.peer();

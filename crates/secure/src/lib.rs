@@ -153,7 +153,7 @@ pub use preamble::{
 pub use refusal::{REFUSAL_LEN, decode_refusal, encode_refusal, refuse_inbound};
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
 pub use upgrade::{
-    FIRST_MESSAGE_TIMEOUT, upgrade_inbound, upgrade_inbound_noise, upgrade_outbound,
+    DIALLER_MESSAGE_TIMEOUT, upgrade_inbound, upgrade_inbound_noise, upgrade_outbound,
 };
 
 /// The largest Noise message: 65,535 bytes.

@@ -33,7 +33,8 @@ where
 /// and anything that is not a valid preamble, then runs Noise XX as the responder.
 ///
 /// The whole handshake, detection included, is bounded by `timeout`, and the preamble, then
-/// message 1, each by [`FIRST_MESSAGE_TIMEOUT`] (an honest dialler sends them at once): a socket that
+/// each of the dialler's messages, by [`DIALLER_MESSAGE_TIMEOUT`] (an honest dialler sends each at
+/// once, the preamble with message 1 and message 3 as soon as message 2 arrives): a socket that
 /// trickles them cannot hold a pending-handshake slot for long. On any error `io` is dropped.
 pub async fn upgrade_inbound<S>(
     io: S,
@@ -44,7 +45,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     with_timeout(timeout, async {
-        let first = FIRST_MESSAGE_TIMEOUT.min(timeout);
+        let first = DIALLER_MESSAGE_TIMEOUT.min(timeout);
         let detected = tokio::time::timeout(first, detect(io)).await;
         match detected.map_err(|_| HandshakeError::Timeout)?? {
             (Detected::Tls, _) => Err(HandshakeError::TlsNotAccepted),
@@ -57,8 +58,9 @@ where
 /// The most a handshake read reserves ahead of the bytes that arrived.
 const HANDSHAKE_READ: usize = 512;
 
-/// How long a listener waits for the dialler's preamble and Noise message 1 (2 s).
-pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a listener waits for each of the dialler's messages: the preamble, Noise message 1,
+/// and message 3 from when message 2 was sent (2 s: a round trip and the dialler's checks).
+pub const DIALLER_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Continues an inbound connection after the caller's own [`detect`] found
 /// [`Detected::Noise`]: takes the preamble from `rewound`'s replay bytes and runs Noise XX as the
@@ -72,14 +74,14 @@ pub async fn upgrade_inbound_noise<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    with_timeout(timeout, respond(rewound, identity, Some(FIRST_MESSAGE_TIMEOUT.min(timeout))))
+    with_timeout(timeout, respond(rewound, identity, Some(DIALLER_MESSAGE_TIMEOUT.min(timeout))))
         .await
 }
 
 async fn respond<S>(
     rewound: Rewind<S>,
     identity: &NoiseIdentity,
-    first_message: Option<Duration>,
+    each_message: Option<Duration>,
 ) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -89,7 +91,7 @@ where
     let bytes: [u8; crate::PREAMBLE_LEN] =
         prefix[..].try_into().map_err(|_| HandshakeError::NotSinew)?;
     let preamble = Preamble::parse(bytes)?;
-    run(io, NoiseHandshake::responder(identity, preamble), false, first_message).await
+    run(io, NoiseHandshake::responder(identity, preamble), false, each_message).await
 }
 
 async fn with_timeout<T>(
@@ -104,7 +106,7 @@ async fn run<S>(
     mut io: S,
     mut handshake: NoiseHandshake,
     send_preamble: bool,
-    mut first_read_within: Option<Duration>,
+    each_read_within: Option<Duration>,
 ) -> Result<(NoiseStream<S>, HandshakeInfo), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -127,7 +129,7 @@ where
             HandshakeStep::Read => {
                 let read =
                     read_message(&mut io, &mut message, std::mem::take(&mut refusal_possible));
-                match first_read_within.take() {
+                match each_read_within {
                     Some(within) => tokio::time::timeout(within, read)
                         .await
                         .map_err(|_| HandshakeError::Timeout)??,

@@ -91,6 +91,38 @@ pub(crate) async fn write_all_timed<W: AsyncWrite + Unpin>(
         .map_err(|_| WriteFault::Io)
 }
 
+/// Writes all of `buf` (each write within `stall`, and flushed), checking the minimum rate after
+/// every write the stream accepts (yamux takes up to one frame per write, so frames stay large),
+/// not only after the whole buffer: a reader that returns window a byte at a time cannot stretch
+/// one buffer past the rate.
+pub(crate) async fn write_paced<W: AsyncWrite + Unpin>(
+    s: &mut W,
+    mut buf: &[u8],
+    stall: Duration,
+    rate: &mut RateWindow,
+    written: &mut u64,
+    total: u64,
+) -> Result<(), WriteFault> {
+    while !buf.is_empty() {
+        let n = tokio::time::timeout(stall, s.write(buf))
+            .await
+            .map_err(|_| WriteFault::Stalled)?
+            .map_err(|_| WriteFault::Io)?;
+        if n == 0 {
+            return Err(WriteFault::Io);
+        }
+        buf = &buf[n..];
+        *written += n as u64;
+        if rate.too_slow(tokio::time::Instant::now(), *written, total) {
+            return Err(WriteFault::Stalled);
+        }
+    }
+    tokio::time::timeout(stall, s.flush())
+        .await
+        .map_err(|_| WriteFault::Stalled)?
+        .map_err(|_| WriteFault::Io)
+}
+
 /// Finishes the sending half within `stall`.
 pub(crate) async fn finish_timed<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -203,7 +235,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         buffered - n as u64,
                     )
                 });
-                if rate.too_slow(now, buffered, u64::MAX) {
+                // The frame's whole length, once its length field is in: a frame needs only
+                // to deliver what is left of it.
+                let total = match self.buf.get(..sinew_codec::LENGTH_FIELD) {
+                    Some(&[a, b, c, d]) => {
+                        (sinew_codec::LENGTH_FIELD as u64)
+                            + u64::from(u32::from_le_bytes([a, b, c, d]))
+                    }
+                    _ => u64::MAX,
+                };
+                if rate.too_slow(now, buffered, total) {
                     return Err(Reason::ProtocolError("a partial frame arrived too slowly".into()));
                 }
                 let waited = limits.charge(n, stats).await;

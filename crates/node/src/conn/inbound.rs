@@ -226,12 +226,15 @@ async fn dispatch(
     }
 }
 
-/// The first buffer of a large message (then it doubles).
+/// The first buffer of a large message (then it doubles, up to [`LARGE_GROWTH`]).
 const LARGE_FIRST_BUFFER: usize = 4096;
+/// The most a large message's buffer grows by at once: past it, the buffer is at most this much
+/// bigger than what arrived (allocations this large are mapped, and realloc moves no bytes).
+const LARGE_GROWTH: usize = 32 << 20;
 
 /// A large message. Nothing is reserved from its claim: its buffer grows with the bytes that
-/// arrived (it doubles when full, so it holds at most twice what arrived, and never more than
-/// the claim), each growth is charged to the connection's share and to the node-wide budget
+/// arrived (it doubles when full, by at most 32 MiB at a time, so it holds at most what arrived
+/// plus the smaller of that and 32 MiB, and never more than the claim), each growth is charged to the connection's share and to the node-wide budget
 /// first (by the buffer's capacity), and the transfer must keep up the minimum rate. A message
 /// whose next bytes do not fit, or that is too slow, is reset and dropped with its reason;
 /// other transfers are unaffected.
@@ -275,7 +278,7 @@ async fn receive_large(
     let mut rate = RateWindow::new(config.large_min_rate, config.frame_stall_timeout, now, 0);
     while buf.len() < total {
         if buf.capacity() == buf.len() {
-            let target = (buf.len() * 2).min(total);
+            let target = (buf.len() + buf.len().min(LARGE_GROWTH)).min(total);
             buf.reserve_exact(target - buf.len());
             charge.grow(buf.capacity() - charged).map_err(exhausted)?;
             charged = buf.capacity();

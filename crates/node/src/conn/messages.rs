@@ -20,7 +20,7 @@ use sinew_transport::{MuxedConnection, Stream};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::frames::{FrameReader, WriteFault, finish_timed};
+use super::frames::{FrameReader, WriteFault, finish_timed, write_paced};
 use super::rate::RateWindow;
 use super::{ConnEvent, StreamCtx};
 use crate::queue::PeerQueue;
@@ -101,7 +101,7 @@ pub(super) async fn write_messages(
             }
         }
         let Some(s) = stream.as_mut() else { unreachable!("opened above") };
-        if let Err(fault) = write_paced(s, &out, stall, &mut rate, &mut written).await {
+        if let Err(fault) = write_paced(s, &out, stall, &mut rate, &mut written, u64::MAX).await {
             return LaneEnd::WriteFailed(fault);
         }
         stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -135,36 +135,6 @@ pub(super) struct Pace {
     pub(super) stall: Duration,
     pub(super) min_rate: u64,
     pub(super) window: Duration,
-}
-
-/// Writes all of `buf` (each write within `stall`, and flushed), checking the minimum rate after
-/// every write the stream accepts (yamux takes up to one frame per write, so frames stay large).
-async fn write_paced(
-    s: &mut Stream,
-    mut buf: &[u8],
-    stall: Duration,
-    rate: &mut RateWindow,
-    written: &mut u64,
-) -> Result<(), WriteFault> {
-    use tokio::io::AsyncWriteExt as _;
-    while !buf.is_empty() {
-        let n = tokio::time::timeout(stall, s.write(buf))
-            .await
-            .map_err(|_| WriteFault::Stalled)?
-            .map_err(|_| WriteFault::Io)?;
-        if n == 0 {
-            return Err(WriteFault::Io);
-        }
-        buf = &buf[n..];
-        *written += n as u64;
-        if rate.too_slow(tokio::time::Instant::now(), *written, u64::MAX) {
-            return Err(WriteFault::Stalled);
-        }
-    }
-    tokio::time::timeout(stall, s.flush())
-        .await
-        .map_err(|_| WriteFault::Stalled)?
-        .map_err(|_| WriteFault::Io)
 }
 
 /// Reads the remote's message stream (its first frame already read) to its end, handing

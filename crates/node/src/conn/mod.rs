@@ -75,10 +75,8 @@ pub(crate) enum ConnEvent {
 pub(crate) enum Activity {
     /// Application frames were sent.
     Traffic,
-    /// An application stream opened.
-    StreamOpened,
-    /// An application stream closed.
-    StreamClosed,
+    /// An application stream opened or closed: the driver reads the count.
+    Streams,
 }
 
 /// From the driver to a connection task.

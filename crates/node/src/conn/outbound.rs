@@ -10,7 +10,7 @@ use sinew_codec::{Frame, Opcode};
 use sinew_types::PeerId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::frames::{WriteFault, finish_timed, write_all_timed};
+use super::frames::{WriteFault, finish_timed, write_all_timed, write_paced};
 use super::rate::RateWindow;
 use crate::shared::{PeerSlot, Shared};
 use crate::stats::StreamGuard;
@@ -54,9 +54,6 @@ pub(crate) fn try_send_large(
     Ok(())
 }
 
-/// Most bytes of a large payload handed to the stream at once.
-const LARGE_WRITE: usize = 256 * 1024;
-
 /// Writes a large message on a stream of its own. Each write must make progress within the
 /// write-stall timeout, and the whole transfer keep up the minimum rate after the grace
 /// period; otherwise the stream is dropped (reset) and the send fails with `Reset`, which
@@ -64,22 +61,21 @@ const LARGE_WRITE: usize = 256 * 1024;
 async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Result<(), SendError> {
     frame.large = true;
     let config = &shared.config;
-    let mut stream = slot.muxer.open_stream().await.map_err(|_| SendError::NotConnected)?;
-    let guard = StreamGuard::new(slot.stats.clone());
     let stall = config.write_stall_timeout;
+    let mut stream = match tokio::time::timeout(stall, slot.muxer.open_stream()).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return Err(SendError::NotConnected),
+        Err(_) => return Err(SendError::Reset),
+    };
+    let guard = StreamGuard::new(slot.stats.clone());
     let now = tokio::time::Instant::now();
     let mut rate = RateWindow::new(config.large_min_rate, config.frame_stall_timeout, now, 0);
     let total = frame.payload.len() as u64;
     let result: Result<(), WriteFault> = async {
         write_all_timed(&mut stream, frame.encode_header().as_bytes(), stall).await?;
+        // The minimum rate is checked after every write the stream accepts.
         let mut written = 0u64;
-        for chunk in frame.payload.chunks(LARGE_WRITE) {
-            write_all_timed(&mut stream, chunk, stall).await?;
-            written += chunk.len() as u64;
-            if rate.too_slow(tokio::time::Instant::now(), written, total) {
-                return Err(WriteFault::Stalled);
-            }
-        }
+        write_paced(&mut stream, &frame.payload, stall, &mut rate, &mut written, total).await?;
         if let Some(trailer) = frame.trailer() {
             write_all_timed(&mut stream, &trailer, stall).await?;
         }
@@ -157,28 +153,35 @@ impl PerfReport {
 }
 
 /// Runs a throughput test on one stream: sends `upload` bytes in `chunk`-sized writes, waits for
-/// the server's count, then receives `download` bytes.
+/// the server's count, then receives `download` bytes. Every step must make progress within
+/// `stall`, so a server that stops answering cannot hold the test forever.
 pub(crate) async fn perf(
     slot: PeerSlot,
     upload: u64,
     download: u64,
     chunk: usize,
+    stall: Duration,
 ) -> io::Result<PerfReport> {
-    let mut stream = slot.muxer.open_stream().await.map_err(io::Error::other)?;
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "the perf server made no progress");
+    let within = |f| async move { tokio::time::timeout(stall, f).await.map_err(|_| timed_out())? };
+    let mut stream = tokio::time::timeout(stall, slot.muxer.open_stream())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(io::Error::other)?;
     let _guard = StreamGuard::new(slot.stats.clone());
     let header = Frame::message(Opcode::PERF, Perf { upload, download }.encode()).to_bytes();
     let data = Arc::new(vec![0x5a_u8; chunk.max(1)]);
     let start = Instant::now();
-    stream.write_all(&header).await?;
+    write_all_timed(&mut stream, &header, stall).await.map_err(fault_error)?;
     let mut left = upload;
     while left > 0 {
         let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
-        stream.write_all(&data[..n]).await?;
+        write_all_timed(&mut stream, &data[..n], stall).await.map_err(fault_error)?;
         left -= n as u64;
     }
-    stream.finish().await?;
+    finish_timed(&mut stream, stall).await.map_err(fault_error)?;
     let mut count = [0u8; 8];
-    stream.read_exact(&mut count).await?;
+    within(stream.read_exact(&mut count)).await?;
     let acked = Instant::now();
     if u64::from_le_bytes(count) != upload {
         return Err(io::Error::new(
@@ -189,7 +192,8 @@ pub(crate) async fn perf(
     let mut buf = vec![0u8; 256 * 1024];
     let mut downloaded = 0u64;
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n =
+            tokio::time::timeout(stall, stream.read(&mut buf)).await.map_err(|_| timed_out())??;
         if n == 0 {
             break;
         }
@@ -203,4 +207,13 @@ pub(crate) async fn perf(
         upload_time: acked - start,
         download_time: acked.elapsed(),
     })
+}
+
+fn fault_error(fault: WriteFault) -> io::Error {
+    match fault {
+        WriteFault::Io => io::Error::new(io::ErrorKind::ConnectionReset, "the perf stream ended"),
+        WriteFault::Stalled => {
+            io::Error::new(io::ErrorKind::TimedOut, "the perf server stopped reading")
+        }
+    }
 }

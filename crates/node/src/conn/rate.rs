@@ -10,20 +10,30 @@ use tokio::time::Instant;
 ///
 /// Once a window has passed, the transfer must have moved `min_rate` bytes for every second of
 /// it, or all that was left of it, whichever is less; then a new window starts. Time spent
-/// waiting on our own limits ([`RateWindow::excuse`]) is not held against the remote. The
-/// clock is an input (`now`), so the arithmetic is tested without one.
+/// waiting on our own limits ([`RateWindow::excuse`]) is not held against the remote, up to half
+/// of each window (a remote that keeps our shared limiter busy with its other traffic cannot
+/// excuse a stalled transfer forever). The clock is an input (`now`), so the arithmetic is
+/// tested without one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateWindow {
     window: Duration,
     min_rate: u64,
     start: Instant,
     moved_at_start: u64,
+    /// Time excused in the current window.
+    excused: Duration,
 }
 
 impl RateWindow {
     /// A check starting at `now`, with `moved` bytes already moved (they earn no credit).
     pub(crate) fn new(min_rate: u64, window: Duration, now: Instant, moved: u64) -> Self {
-        Self { window, min_rate: min_rate.max(1), start: now, moved_at_start: moved }
+        Self {
+            window,
+            min_rate: min_rate.max(1),
+            start: now,
+            moved_at_start: moved,
+            excused: Duration::ZERO,
+        }
     }
 
     /// Records that `moved` bytes have moved in all, of `total` (`u64::MAX`: unknown). Returns
@@ -36,8 +46,7 @@ impl RateWindow {
         let quota = (self.min_rate as f64 * elapsed.as_secs_f64()) as u64;
         let required = quota.min(total.saturating_sub(self.moved_at_start));
         let slow = moved.saturating_sub(self.moved_at_start) < required;
-        self.start = now;
-        self.moved_at_start = moved;
+        self.restart(now, moved);
         slow
     }
 
@@ -45,11 +54,14 @@ impl RateWindow {
     pub(crate) fn restart(&mut self, now: Instant, moved: u64) {
         self.start = now;
         self.moved_at_start = moved;
+        self.excused = Duration::ZERO;
     }
 
     /// Time the transfer spent waiting on us (our own rate limit), not on the remote: the
-    /// window is moved on by it.
+    /// window is moved on by it, up to half a window's worth per window.
     pub(crate) fn excuse(&mut self, waited: Duration) {
+        let waited = waited.min((self.window / 2).saturating_sub(self.excused));
+        self.excused += waited;
         self.start += waited;
     }
 }
@@ -93,10 +105,15 @@ mod tests {
         let window = Duration::from_secs(10);
         let t0 = Instant::now();
         let mut rate = RateWindow::new(1000, window, t0, 0);
-        // 8 s of the 10 were spent in our throttle: 2 s of real time, not yet a window.
-        rate.excuse(Duration::from_secs(8));
+        // 4 s of the 10 were spent in our throttle: 6 s of real time, not yet a window.
+        rate.excuse(Duration::from_secs(4));
         assert!(!rate.too_slow(t0 + window, 0, u64::MAX));
         // From the moved start, a whole window later, the rate is owed again.
-        assert!(rate.too_slow(t0 + Duration::from_secs(18), 9_999, u64::MAX));
+        assert!(rate.too_slow(t0 + Duration::from_secs(14), 9_999, u64::MAX));
+        // At most half a window is excused per window: waits beyond it count.
+        let mut capped = RateWindow::new(1000, window, t0, 0);
+        capped.excuse(Duration::from_secs(8));
+        capped.excuse(Duration::from_secs(8));
+        assert!(capped.too_slow(t0 + Duration::from_secs(15), 0, u64::MAX), "5 s excused, not 16");
     }
 }

@@ -270,8 +270,12 @@ impl Driver {
             }
             ConnEvent::Activity { conn, kind } => match kind {
                 crate::conn::Activity::Traffic => self.core.peers.activity(conn, now),
-                crate::conn::Activity::StreamOpened => self.core.peers.stream_opened(conn, now),
-                crate::conn::Activity::StreamClosed => self.core.peers.stream_closed(conn, now),
+                crate::conn::Activity::Streams => {
+                    if let Some(entry) = self.core.conns.get(&conn) {
+                        let count = entry.stats.open_streams();
+                        self.core.peers.streams_open(conn, count, now);
+                    }
+                }
             },
             ConnEvent::Closed { conn, reason } => {
                 if let Some(entry) = self.core.conns.remove(&conn) {

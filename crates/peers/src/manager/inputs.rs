@@ -161,6 +161,17 @@ impl PeerManager {
         }
     }
 
+    /// The connection has `count` application streams open now (counts as activity): the
+    /// absolute form of [`PeerManager::stream_opened`] and [`PeerManager::stream_closed`], for a
+    /// driver that coalesces its reports.
+    pub fn streams_open(&mut self, conn: ConnId, count: u32, now: Instant) {
+        let now = self.clock(now);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.open_streams = count;
+            c.last_activity = now;
+        }
+    }
+
     /// An application stream on the connection closed (counts as activity).
     pub fn stream_closed(&mut self, conn: ConnId, now: Instant) {
         let now = self.clock(now);
