@@ -51,6 +51,11 @@ pub struct YamuxConfig {
     /// default of 16 KiB costs about 30% of throughput). Clamped to 1..=1 MiB, the largest frame
     /// a yamux peer accepts.
     pub split_send_size: usize,
+    /// How much data of ordinary streams yamux may hold at once, not yet written below it
+    /// (default 256 KiB): a writer waits while it holds that much. Priority streams (see
+    /// `Stream::set_priority`) never wait, so no more than this plus one frame of other
+    /// streams' data is ever ahead of their frames inside the muxer.
+    pub write_queue: usize,
     /// Inbound streams the driver queues until `accept` takes them. When the queue is full a new
     /// inbound stream is reset at once and counted ([`YamuxStats::queue_full_resets`]).
     /// Default 64, the inbound stream limit; at least 1.
@@ -78,6 +83,7 @@ impl Default for YamuxConfig {
             limits: StreamLimits::default(),
             max_connection_window: 64 * MIB,
             split_send_size: 256 * KIB,
+            write_queue: 64 * KIB,
             inbound_queue: StreamLimits::default().inbound,
             close_timeout: Duration::from_secs(5),
             window_budget: None,
@@ -166,6 +172,7 @@ mod tests {
             limits: StreamLimits { outbound: usize::MAX, inbound: usize::MAX },
             max_connection_window: 0,
             split_send_size: usize::MAX,
+            write_queue: usize::MAX,
             inbound_queue: usize::MAX,
             close_timeout: Duration::ZERO,
             window_budget: None,
@@ -178,6 +185,7 @@ mod tests {
             limits: StreamLimits { outbound: 0, inbound: 0 },
             max_connection_window: 0,
             split_send_size: 0,
+            write_queue: 0,
             inbound_queue: 0,
             close_timeout: Duration::ZERO,
             window_budget: None,

@@ -17,6 +17,7 @@ use tokio_util::compat::Compat;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
+use crate::gate::{PriorityIds, WriteGate};
 use crate::stream::YamuxStream;
 use crate::window::WindowGrant;
 
@@ -33,11 +34,17 @@ pub(crate) struct Shared {
     pub(crate) queue_full_resets: AtomicU64,
     /// The connection's receive-window cap, as granted at creation.
     pub(crate) window: AtomicUsize,
+    /// How much ordinary stream data yamux may hold ahead of priority streams.
+    pub(crate) gate: Arc<WriteGate>,
+    /// The priority streams' ids.
+    pub(crate) priority_ids: Arc<PriorityIds>,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(write_queue: usize) -> Self {
         Self {
+            gate: Arc::new(WriteGate::new(write_queue)),
+            priority_ids: Arc::default(),
             ended: CancellationToken::new(),
             close_requested: AtomicBool::new(false),
             driver_waker: AtomicWaker::new(),
@@ -151,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<S> {
             if let Some(request) = self.pending_open.take() {
                 match self.conn.poll_new_outbound(cx) {
                     Poll::Ready(Ok(stream)) => {
-                        let stream = YamuxStream::new(stream, self.shared.ended.clone());
+                        let stream = YamuxStream::new(stream, &self.shared);
                         // If the opener gave up meanwhile, the stream is dropped (reset); the
                         // remote never heard of it.
                         let _ = request.send(Box::new(stream));
@@ -175,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Driver<S> {
     /// never waits for the application.
     fn deliver(&mut self, stream: yamux::Stream) {
         let id = stream.id();
-        let stream = Box::new(YamuxStream::new(stream, self.shared.ended.clone()));
+        let stream = Box::new(YamuxStream::new(stream, &self.shared));
         match self.inbound.try_send(stream) {
             Ok(()) => {}
             Err(error) if error.is_full() => {

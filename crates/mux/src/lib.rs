@@ -106,6 +106,7 @@
 
 mod config;
 mod driver;
+mod gate;
 mod muxer;
 mod stream;
 mod window;
@@ -157,7 +158,7 @@ where
         Direction::Outbound => yamux::Mode::Client,
         Direction::Inbound => yamux::Mode::Server,
     };
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(config.write_queue));
     let (open_tx, open_rx) = mpsc::channel(0);
     // A futures channel holds `buffer` messages plus one per sender (the driver).
     let (inbound_tx, inbound_rx) = mpsc::channel(config.queue_capacity() - 1);
@@ -167,6 +168,7 @@ where
     let grant = config.window_budget.as_ref().map(|budget| budget.grant(wanted));
     let window = floor + grant.as_ref().map_or(wanted, |g| g.bytes);
     shared.window.store(window, std::sync::atomic::Ordering::Relaxed);
+    let io = gate::Counted::new(io, Arc::clone(&shared.gate), Arc::clone(&shared.priority_ids));
     let conn = yamux::Connection::new(io.compat(), config.to_yamux(window), mode);
     let driver = Driver::new(conn, Arc::clone(&shared), open_rx, inbound_tx, config.close_timeout);
     tokio::spawn(driver.with_grant(grant));

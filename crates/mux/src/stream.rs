@@ -9,6 +9,10 @@ use futures::io::{AsyncRead as _, AsyncWrite as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use std::sync::Arc;
+
+use crate::gate::{PriorityIds, WriteGate};
+
 /// Most bytes one read offers yamux (see `poll_read`).
 const READ_SLICE: usize = 64 * 1024;
 
@@ -30,11 +34,26 @@ pub(crate) struct YamuxStream {
     ended: CancellationToken,
     read_wait: EndWait,
     write_wait: EndWait,
+    /// The connection's write gate ([`WriteGate`]), and whether this stream bypasses it.
+    gate: Arc<WriteGate>,
+    priority_ids: Arc<PriorityIds>,
+    priority: bool,
+    /// Whether anything was written (priority can only be set before).
+    wrote: bool,
 }
 
 impl YamuxStream {
-    pub(crate) fn new(inner: yamux::Stream, ended: CancellationToken) -> Self {
-        Self { inner, ended, read_wait: None, write_wait: None }
+    pub(crate) fn new(inner: yamux::Stream, shared: &crate::driver::Shared) -> Self {
+        Self {
+            inner,
+            ended: shared.ended.clone(),
+            read_wait: None,
+            write_wait: None,
+            gate: Arc::clone(&shared.gate),
+            priority_ids: Arc::clone(&shared.priority_ids),
+            priority: false,
+            wrote: false,
+        }
     }
 }
 
@@ -106,7 +125,17 @@ impl AsyncWrite for YamuxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // An ordinary stream waits while the connection holds enough of their data already.
+        if !this.priority && this.gate.poll_room(cx).is_pending() {
+            return poll_write_side(&mut this.write_wait, &this.ended, cx, Poll::Pending);
+        }
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            this.wrote = true;
+            if !this.priority {
+                this.gate.handed(*n);
+            }
+        }
         poll_write_side(&mut this.write_wait, &this.ended, cx, poll)
     }
 
@@ -120,5 +149,18 @@ impl AsyncWrite for YamuxStream {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_close(cx);
         poll_write_side(&mut this.write_wait, &this.ended, cx, poll)
+    }
+}
+
+impl sinew_transport::StreamIo for YamuxStream {
+    fn set_priority(&mut self, priority: bool) {
+        // Only before the first write: the gate's ledger counts a stream's bytes one way.
+        if self.wrote || self.priority == priority {
+            return;
+        }
+        self.priority = priority;
+        if priority {
+            self.priority_ids.insert(self.inner.id().val());
+        }
     }
 }

@@ -13,8 +13,17 @@ use crate::{BoxFuture, StreamError};
 
 /// A byte stream a muxer hands out: tokio's `AsyncRead + AsyncWrite`, where `poll_shutdown`
 /// finishes the sending half and dropping without finishing resets the stream.
-pub trait StreamIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> StreamIo for T {}
+pub trait StreamIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Makes this a priority stream: its writes never wait behind the data of the connection's
+    /// other streams that the muxer holds (the node's control stream). Takes effect only before
+    /// the first write. The default does nothing (a muxer without priorities).
+    fn set_priority(&mut self, priority: bool) {
+        let _ = priority;
+    }
+}
+
+/// An in-memory pipe as a stream (tests and in-memory muxers).
+impl StreamIo for tokio::io::DuplexStream {}
 
 /// What a stream multiplexer (yamux, QUIC) provides. [`MuxedConnection`] adds the stream limits.
 pub trait Muxer: Send + Sync + 'static {
@@ -153,6 +162,12 @@ impl Stream {
     /// Finishes the sending half: everything written is delivered, then the remote reads EOF.
     pub async fn finish(&mut self) -> io::Result<()> {
         self.shutdown().await
+    }
+
+    /// Makes this a priority stream (see [`StreamIo::set_priority`]): call it before the first
+    /// write.
+    pub fn set_priority(&mut self, priority: bool) {
+        self.io.set_priority(priority);
     }
 }
 

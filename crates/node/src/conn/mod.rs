@@ -186,7 +186,11 @@ async fn control_stream(
     match direction {
         Direction::Outbound => match tokio::time::timeout(setup_timeout, muxer.open_stream()).await
         {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(mut stream)) => {
+                // The system lane: its frames never wait behind other streams' data.
+                stream.set_priority(true);
+                Ok(stream)
+            }
             Ok(Err(_)) => Err(Reason::ConnectionLost),
             Err(_) => Err(Reason::ProtocolError("could not open the control stream".into())),
         },
@@ -195,6 +199,7 @@ async fn control_stream(
                 tokio::time::timeout(setup_timeout, inbound::control_stream(muxer, ctx))
                     .await
                     .map_err(|_| Reason::ProtocolError("no control stream".into()))??;
+            stream.set_priority(true);
             if version != CONTROL_VERSION {
                 let message =
                     format!("control stream version {version}; this node speaks {CONTROL_VERSION}");
