@@ -83,3 +83,51 @@ fn the_protocol_is_under_sixty_lines() {
     let lines = source[start..end].lines().count();
     assert!(lines < 60, "the custom protocol takes {lines} lines");
 }
+
+/// A protocol that panics is removed, and nothing else is: the node, its connections and its
+/// other protocols go on, and the panicking protocol's opcode is unhandled from then on.
+#[tokio::test]
+async fn a_panicking_protocol_is_removed_and_the_node_goes_on() {
+    struct Fragile;
+    impl Protocol for Fragile {
+        fn name(&self) -> &'static str {
+            "fragile"
+        }
+        fn opcodes(&self) -> Opcodes {
+            op(1200).into()
+        }
+        fn on_message(&mut self, _ctx: &mut Ctx<'_>, msg: Message) -> Handled {
+            assert!(msg.payload.as_ref() != b"boom", "fragile protocol breaks");
+            Handled::Yes
+        }
+    }
+    let a = Node::builder(sinew::Keypair::generate())
+        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .protocol(Fragile)
+        .start()
+        .await
+        .unwrap();
+    let mut inbox = a.inbox(op(1201)).await.unwrap();
+    let mut events = a.events();
+    let b = Node::builder(sinew::Keypair::generate()).start().await.unwrap();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    b.send(peer, op(1200), Bytes::from_static(b"boom")).await.unwrap();
+    let panicked = events
+        .wait_for(WAIT, |e| match e {
+            Event::ProtocolPanicked { protocol, message } => Some((*protocol, message.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(panicked, Some(("fragile", "fragile protocol breaks".to_owned())));
+    // The node and the other protocols go on...
+    b.ping(peer).await.expect("the connection is up");
+    b.send(peer, op(1201), Bytes::from_static(b"still here")).await.unwrap();
+    let msg = tokio::time::timeout(WAIT, inbox.next()).await.unwrap().unwrap();
+    assert_eq!(&msg.payload[..], b"still here");
+    // ... and the removed protocol's opcode is unknown now.
+    let answer = b.request(peer, op(1200), Bytes::from_static(b"anyone?")).await;
+    assert!(
+        matches!(answer, Err(sinew::RequestError::Remote(sinew::Status::UNKNOWN_OPCODE))),
+        "{answer:?}"
+    );
+}

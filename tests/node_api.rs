@@ -137,3 +137,29 @@ async fn slow_event_subscribers_are_told_what_they_missed_and_unregister_stops_p
         "its opcodes are free again"
     );
 }
+
+/// Events, inboxes and stream inboxes are `futures::Stream`s, for stream combinators.
+#[tokio::test]
+async fn events_inboxes_and_stream_inboxes_are_streams() {
+    use futures::StreamExt as _;
+    let op = Opcode::app(1000).unwrap();
+    let a = node().await;
+    let b = node().await;
+    let inbox = a.inbox(op).await.unwrap();
+    let streams = a.stream_handler(op).await.unwrap();
+    let events = b.events();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    // The first event b sees, through StreamExt.
+    let first: Vec<Event> = events.take(1).collect().await;
+    assert!(matches!(first[..], [Event::PeerConnected { .. }]), "{first:?}");
+    for text in ["one", "two", "three"] {
+        b.send(peer, op, Bytes::from_static(text.as_bytes())).await.unwrap();
+    }
+    let received: Vec<Bytes> =
+        tokio::time::timeout(WAIT, inbox.map(|m| m.payload).take(3).collect()).await.unwrap();
+    assert_eq!(received, ["one", "two", "three"].map(|s| Bytes::from_static(s.as_bytes())));
+    let _stream = b.open_stream(peer, op).await.unwrap();
+    let mut streams = streams.boxed();
+    let incoming = tokio::time::timeout(WAIT, streams.next()).await.unwrap();
+    assert!(incoming.is_some(), "the stream arrives through the Stream impl");
+}

@@ -1,11 +1,13 @@
 //! The node's event stream.
 
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
 use sinew_codec::{Opcode, Status};
 use sinew_protocol::{ProtocolEvent, Reason};
 use sinew_types::{Addr, Direction, PeerId};
 use tokio::sync::broadcast;
+use tokio_util::sync::ReusableBoxFuture;
 
 /// Something that happened on the node.
 #[derive(Debug, Clone)]
@@ -89,6 +91,14 @@ pub enum Event {
     },
     /// An event from a protocol.
     Protocol(ProtocolEvent),
+    /// A protocol panicked in one of its callbacks: it was removed (its opcodes are unhandled
+    /// from now on, and its `on_stop` was not called); the node and its other protocols go on.
+    ProtocolPanicked {
+        /// The protocol's name.
+        protocol: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// Port mapping: a gateway found or not, a mapping made, renewed or lost, the external
     /// address, a double NAT, a gateway restart.
     Nat(std::sync::Arc<sinew_nat::NatEvent>),
@@ -122,30 +132,46 @@ pub enum DropReason {
 ///
 /// Bounded: a subscriber that falls more than the event capacity behind skips the oldest events
 /// and receives one [`Event::Lagged`] saying how many it missed.
+///
+/// Also a [`futures::Stream`] of events, which ends once the node has shut down.
 pub struct Events {
-    rx: broadcast::Receiver<Event>,
+    /// The receive in progress; it owns the receiver and hands it back with each event.
+    recv: ReusableBoxFuture<'static, Received>,
+}
+
+type Received = (Result<Event, broadcast::error::RecvError>, broadcast::Receiver<Event>);
+
+async fn receive(mut rx: broadcast::Receiver<Event>) -> Received {
+    let result = rx.recv().await;
+    (result, rx)
 }
 
 impl Events {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
-        Self { rx }
+        Self { recv: ReusableBoxFuture::new(receive(rx)) }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let (result, rx) = std::task::ready!(self.recv.poll(cx));
+        self.recv.set(receive(rx));
+        Poll::Ready(match result {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        })
     }
 
     /// The next event; `None` once the node has shut down.
     pub async fn next(&mut self) -> Option<Event> {
-        match self.rx.recv().await {
-            Ok(event) => Some(event),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting now.
     pub fn try_next(&mut self) -> Option<Event> {
-        match self.rx.try_recv() {
-            Ok(event) => Some(event),
-            Err(broadcast::error::TryRecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
-            Err(_) => None,
+        let waker = futures::task::noop_waker();
+        match self.poll_event(&mut Context::from_waker(&waker)) {
+            Poll::Ready(event) => event,
+            Poll::Pending => None,
         }
     }
 
@@ -173,5 +199,13 @@ impl Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl futures::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
     }
 }

@@ -114,3 +114,12 @@ impl StreamInbox {
         self.rx.recv().await
     }
 }
+
+/// The inbound streams, as a [`futures::Stream`].
+impl futures::Stream for StreamInbox {
+    type Item = IncomingStream;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<IncomingStream>> {
+        self.get_mut().rx.poll_recv(cx)
+    }
+}

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, PeerId};
 
 use crate::config::PeersConfig;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, Keypair, PeerId};
 
 use crate::{

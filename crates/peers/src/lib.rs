@@ -68,7 +68,7 @@
 //! use std::time::{Duration, Instant};
 //!
 //! use sinew_peers::{Action, DialTicket, Established, PeerManager, PeersConfig};
-//! use sinew_transport::Direction;
+//! use sinew_types::Direction;
 //! use sinew_types::{Addr, Keypair};
 //!
 //! let local = Keypair::from_secret_bytes([1; 32]).peer_id();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sinew_transport::Direction;
+use sinew_types::Direction;
 
 use crate::config::ConnectionLimits;
 use crate::types::{ConnectionCounts, Refusal};

@@ -4,8 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sinew_transport::{ConnectionInfo, DialError, Direction, HandshakeError};
-use sinew_types::{Addr, PeerId};
+use sinew_types::{Addr, Direction, PeerId};
 
 /// One connection, from the moment it is dialled or accepted until the node reports its end.
 ///
@@ -56,18 +55,6 @@ pub struct Established {
     pub session_tag: [u8; 32],
 }
 
-impl From<&ConnectionInfo> for Established {
-    fn from(info: &ConnectionInfo) -> Self {
-        Self {
-            peer: info.peer,
-            direction: info.direction,
-            remote_addr: info.remote_addr.clone(),
-            boot_nonce: info.boot_nonce,
-            session_tag: info.session_tag,
-        }
-    }
-}
-
 /// Why a dial failed, as the node reports it to
 /// [`dial_failed`](crate::PeerManager::dial_failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,20 +75,6 @@ pub enum DialFailure {
     UnsupportedScheme,
     /// The listener refused the connection for one of its limits.
     Refused,
-}
-
-impl From<&DialError> for DialFailure {
-    fn from(error: &DialError) -> Self {
-        match error {
-            DialError::UnsupportedScheme(_) => Self::UnsupportedScheme,
-            DialError::Timeout | DialError::Handshake(HandshakeError::Timeout) => Self::Timeout,
-            DialError::Handshake(HandshakeError::SelfConnection) => Self::SelfConnection,
-            DialError::Handshake(HandshakeError::UnexpectedPeer { .. }) => Self::UnexpectedPeer,
-            DialError::Handshake(HandshakeError::Refused(_)) => Self::Refused,
-            DialError::Handshake(_) => Self::Handshake,
-            _ => Self::Unreachable,
-        }
-    }
 }
 
 /// What a remote's Disconnect frame said, as the node reports it to
@@ -358,63 +331,4 @@ pub enum Refusal {
     /// The address names our own peer id.
     #[error("the address names the local peer")]
     LocalPeer,
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io;
-
-    use sinew_transport::{NoiseSuite, Security};
-    use sinew_types::Keypair;
-
-    use super::*;
-
-    #[test]
-    fn dial_errors_map_to_their_failure_kind() {
-        let peer = Keypair::from_secret_bytes([3; 32]).peer_id();
-        let cases = [
-            (DialError::Timeout, DialFailure::Timeout),
-            (DialError::Handshake(HandshakeError::Timeout), DialFailure::Timeout),
-            (DialError::Handshake(HandshakeError::SelfConnection), DialFailure::SelfConnection),
-            (
-                DialError::Handshake(HandshakeError::UnexpectedPeer {
-                    expected: peer,
-                    actual: peer,
-                }),
-                DialFailure::UnexpectedPeer,
-            ),
-            (DialError::Handshake(HandshakeError::BadSignature), DialFailure::Handshake),
-            (
-                DialError::Connect(io::Error::from(io::ErrorKind::ConnectionRefused)),
-                DialFailure::Unreachable,
-            ),
-            (
-                DialError::UnsupportedScheme(sinew_types::Scheme::Quic),
-                DialFailure::UnsupportedScheme,
-            ),
-        ];
-        for (error, kind) in cases {
-            assert_eq!(DialFailure::from(&error), kind, "{error}");
-        }
-    }
-
-    #[test]
-    fn established_takes_what_the_handshake_proved() {
-        let peer = Keypair::from_secret_bytes([4; 32]).peer_id();
-        let addr: Addr = "tcp://192.0.2.1:4001".parse().unwrap();
-        let info = ConnectionInfo {
-            peer,
-            direction: Direction::Inbound,
-            local_addr: addr.clone(),
-            remote_addr: addr.clone().with_port(5555),
-            security: Security::Noise(NoiseSuite::AesGcm),
-            boot_nonce: 42,
-            session_tag: [7; 32],
-        };
-        let est = Established::from(&info);
-        assert_eq!(est.peer, peer);
-        assert_eq!(est.direction, Direction::Inbound);
-        assert_eq!(est.remote_addr, addr.with_port(5555));
-        assert_eq!((est.boot_nonce, est.session_tag), (42, [7; 32]));
-    }
 }

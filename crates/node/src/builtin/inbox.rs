@@ -17,7 +17,7 @@ use crate::shared::Shared;
 /// that came on the message lane; large messages are bounded by the large-message budget). When
 /// it is full, a new message is dropped and an [`Event::MessageDropped`] is emitted; a request
 /// or acked message is also answered with [`Status::BUSY`], so its sender learns at once.
-/// Nothing blocks the node.
+/// Nothing blocks the node. Also a [`futures::Stream`] of messages.
 #[derive(Debug)]
 pub struct Inbox {
     pub(crate) rx: mpsc::Receiver<Message>,
@@ -37,6 +37,22 @@ impl Inbox {
         let msg = self.rx.try_recv().ok()?;
         self.bytes.fetch_sub(counted(&msg), Ordering::Relaxed);
         Some(msg)
+    }
+}
+
+impl futures::Stream for Inbox {
+    type Item = Message;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        let this = self.get_mut();
+        let msg = std::task::ready!(this.rx.poll_recv(cx));
+        if let Some(msg) = &msg {
+            this.bytes.fetch_sub(counted(msg), Ordering::Relaxed);
+        }
+        std::task::Poll::Ready(msg)
     }
 }
 

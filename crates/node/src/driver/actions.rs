@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, Opcode};
-use sinew_peers::{
-    Action, ConnId, DialFailure, Established, Reason as PeersReason, RemoteDisconnect,
-};
+use sinew_peers::{Action, ConnId, Reason as PeersReason, RemoteDisconnect};
 use sinew_protocol::{PeerInfo, Reason, RequestFailure, Response};
 use sinew_transport::{Connection, Incoming};
 use sinew_types::PeerId;
@@ -234,7 +232,7 @@ impl Driver {
                 match result {
                     Ok(connection) => self.established(conn, *connection),
                     Err(error) => {
-                        let failure = DialFailure::from(&*error);
+                        let failure = super::convert::dial_failure(&error);
                         let error = match &*error {
                             sinew_transport::DialError::Handshake(
                                 sinew_transport::HandshakeError::Refused(refused),
@@ -329,7 +327,7 @@ impl Driver {
         if info.direction == sinew_types::Direction::Outbound {
             self.core.remember_addr(info.peer, info.remote_addr.clone());
         }
-        let established = Established::from(&info);
+        let established = super::convert::established(&info);
         let entry = ConnEntry {
             peer: info.peer,
             direction: info.direction,

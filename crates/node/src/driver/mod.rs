@@ -2,10 +2,12 @@
 //! feeds the sans-IO cores, and turns their actions into I/O on connection tasks.
 
 mod actions;
+mod convert;
 mod core;
 mod dispatch;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,20 +147,43 @@ impl Driver {
         *self.core.shared.local_opcodes.write().unwrap_or_else(|e| e.into_inner()) = ranges;
     }
 
-    /// Calls one protocol with a context.
+    /// Calls one protocol with a context. A panic inside it is caught here: that protocol is
+    /// removed and reported ([`Event::ProtocolPanicked`]); the node and the others go on.
     fn call(&mut self, id: ProtocolId, f: impl FnOnce(&mut dyn Protocol, &mut Ctx<'_>)) {
-        if let Some(slot) = self.protocols.get_mut(&id) {
-            let mut ctx = Ctx::new(&mut self.core, id, slot.name);
-            f(slot.protocol.as_mut(), &mut ctx);
+        let panicked = match self.protocols.get_mut(&id) {
+            Some(slot) => {
+                let mut ctx = Ctx::new(&mut self.core, id, slot.name);
+                let protocol = slot.protocol.as_mut();
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(protocol, &mut ctx))).err()
+            }
+            None => None,
+        };
+        if let Some(payload) = panicked {
+            self.remove_panicked(id, payload.as_ref());
         }
     }
 
-    /// Calls every protocol, in registration order.
+    /// Calls every protocol, in registration order (see [`Driver::call`] for panics).
     fn call_all(&mut self, mut f: impl FnMut(&mut dyn Protocol, &mut Ctx<'_>)) {
-        for (id, slot) in &mut self.protocols {
-            let mut ctx = Ctx::new(&mut self.core, *id, slot.name);
-            f(slot.protocol.as_mut(), &mut ctx);
+        let ids: Vec<ProtocolId> = self.protocols.keys().copied().collect();
+        for id in ids {
+            self.call(id, &mut f);
         }
+    }
+
+    /// Removes a protocol that panicked: its opcodes are unhandled from now on (their frames
+    /// get `UNKNOWN_OPCODE`), and its `on_stop` is not called (its state may be broken).
+    fn remove_panicked(&mut self, id: ProtocolId, payload: &(dyn std::any::Any + Send)) {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".into());
+        let Some(slot) = self.protocols.remove(&id) else { return };
+        self.core.routes.retain(|(_, owner)| *owner != id);
+        self.refresh_local_opcodes();
+        tracing::error!(protocol = slot.name, %message, "protocol panicked; removed");
+        self.core.shared.emit(Event::ProtocolPanicked { protocol: slot.name, message });
     }
 
     pub(crate) async fn run(mut self) {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, PeerId};
 
 use super::{Link, LinkState, PeerManager, PersistentKey};

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, PeerId};
 
 use super::{LinkState, PeerManager, PersistentKey};

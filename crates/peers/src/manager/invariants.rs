@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::{LinkState, PeerManager};
 use crate::types::{ConnState, ConnectionCounts};
+use sinew_types::Direction;
 
 impl PeerManager {
     /// Panics with a description if the manager's state is inconsistent.
@@ -28,7 +29,7 @@ impl PeerManager {
                 "{id}: drain deadline in state {:?}",
                 c.state
             );
-            assert_eq!(c.dial_addr.is_some(), c.direction == sinew_transport::Direction::Outbound);
+            assert_eq!(c.dial_addr.is_some(), c.direction == Direction::Outbound);
         }
         if self.shutting_down {
             assert!(
@@ -48,8 +49,8 @@ impl PeerManager {
         for c in self.conns.values() {
             recount.total += 1;
             match c.direction {
-                sinew_transport::Direction::Inbound => recount.inbound += 1,
-                sinew_transport::Direction::Outbound => recount.outbound += 1,
+                Direction::Inbound => recount.inbound += 1,
+                Direction::Outbound => recount.outbound += 1,
             }
             if c.state == ConnState::Pending {
                 if let Some(ip) = c.counted_ip {
@@ -57,8 +58,8 @@ impl PeerManager {
                 }
                 recount.pending_handshakes += 1;
                 match c.direction {
-                    sinew_transport::Direction::Inbound => recount.pending_inbound += 1,
-                    sinew_transport::Direction::Outbound => recount.pending_outbound += 1,
+                    Direction::Inbound => recount.pending_inbound += 1,
+                    Direction::Outbound => recount.pending_outbound += 1,
                 }
             }
             if let Some(ip) = c.counted_ip {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, PeerId};
 
 use crate::config::{ConfigError, PeersConfig};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sinew_transport::Direction;
+use sinew_types::Direction;
 use sinew_types::{Addr, Keypair, PeerId};
 
 use crate::{Action, ConnId, DialTicket, Established, PeerManager, PeersConfig};
