@@ -46,7 +46,9 @@ pub struct NodeConfig {
     /// Bytes of small frames queued per peer (8 MiB). When full, `send` waits and `try_send`
     /// returns `Full`.
     pub peer_queue_bytes: usize,
-    /// Node-wide bytes of large messages in flight, each direction (1 GiB). Receiving, it is
+    /// Node-wide bytes of large messages in flight, each direction (1 GiB + 128 KiB: two
+    /// connections' shares, so two largest messages always fit together and transfers that
+    /// compete for the rest cannot all be refused). Receiving, it is
     /// charged as bytes arrive (never from a claimed length) and stays charged until the
     /// application drops the payload: a message whose next bytes do not fit is reset and
     /// dropped (`DropReason::BudgetExhausted`). Sending, a message waits
@@ -249,7 +251,7 @@ impl Default for NodeConfig {
             recv_rate_limit: None,
             mux_window_budget: 256 * 1024 * 1024,
             peer_queue_bytes: 8 * 1024 * 1024,
-            large_message_budget: 1024 * 1024 * 1024,
+            large_message_budget: 2 * (sinew_codec::MAX_MESSAGE + 64 * 1024),
             large_message_share: sinew_codec::MAX_MESSAGE + 64 * 1024,
             large_min_rate: 256 * 1024,
             frame_stall_timeout: Duration::from_secs(10),
