@@ -8,34 +8,11 @@ use bytes::Bytes;
 use sinew::layers::transport::RefusedLimit;
 use sinew::{DialError, DisconnectCode, DropReason, Event, Opcode, Reason};
 use sinew_codec::{Frame, flags};
-use sinew_tests::{WAIT, addr, connected, disconnected, node, node_with};
+use sinew_tests::{WAIT, addr, connected, disconnected, node, node_with, still_serves};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::raw::{RawPeer, raw_connect};
-
-/// The node still serves a well-behaved peer.
-async fn still_serves(target: &sinew::Node) {
-    let good = node().await;
-    let peer = good.dial(addr(target)).await.expect("a good peer still connects");
-    good.ping(peer).await.expect("and gets answers");
-}
-
-/// Reads control frames until the node's `DISCONNECT`, and returns its code.
-async fn goodbye_code(raw: &mut RawPeer) -> DisconnectCode {
-    use sinew_codec::messages::MessageBody as _;
-    let mut buf = bytes::BytesMut::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = raw.next_frame(&mut buf).await.expect("a goodbye before the end");
-            if frame.opcode == Opcode::DISCONNECT {
-                return sinew_codec::messages::Disconnect::decode(frame.payload).unwrap().code;
-            }
-        }
-    })
-    .await
-    .expect("a goodbye in time")
-}
+use crate::raw::raw_connect;
 
 /// A frame that makes progress on every read, but far below the lanes' minimum rate, closes
 /// the connection: moving a byte within each stall timeout is not enough to hold a 1 MiB
@@ -61,7 +38,7 @@ async fn a_frame_trickled_below_the_lane_rate_closes_the_connection() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    assert_eq!(goodbye_code(&mut raw).await, DisconnectCode::PROTOCOL_ERROR);
+    assert_eq!(raw.goodbye_code().await, DisconnectCode::PROTOCOL_ERROR);
     let reason = disconnected(&mut events, raw.id).await;
     assert!(matches!(&reason, Reason::ProtocolError(d) if d.contains("too slowly")), "{reason:?}");
     trickle.abort();
@@ -99,7 +76,7 @@ async fn a_reader_slower_than_the_lane_rate_is_closed_as_stalled() {
     for _ in 0..64 {
         a.try_send(raw.id, op, Bytes::from(vec![1u8; 64 * 1024])).unwrap();
     }
-    assert_eq!(goodbye_code(&mut raw).await, DisconnectCode::STALLED);
+    assert_eq!(raw.goodbye_code().await, DisconnectCode::STALLED);
     let reason = disconnected(&mut events, raw.id).await;
     assert_eq!(reason, Reason::Local(DisconnectCode::STALLED));
     slow_reader.abort();
@@ -262,7 +239,7 @@ async fn the_unauthorized_frame_cap_is_exact() {
     });
     assert!(answered.await.is_ok(), "a keepalive at the cap is answered");
     raw.write_frame(&Frame::message(Opcode::KEEPALIVE, Bytes::from(vec![1u8; cap + 1]))).await;
-    assert_eq!(goodbye_code(&mut raw).await, DisconnectCode::PROTOCOL_ERROR);
+    assert_eq!(raw.goodbye_code().await, DisconnectCode::PROTOCOL_ERROR);
     still_serves(&a).await;
 }
 

@@ -96,3 +96,10 @@ pub fn skip_unless(available: bool, missing: &str) -> bool {
     eprintln!("skipped: {missing}");
     true
 }
+
+/// Checks that `target` still serves a well-behaved peer: a fresh node dials it and is answered.
+pub async fn still_serves(target: &Node) {
+    let good = node().await;
+    let peer = good.dial(addr(target)).await.expect("a good peer still connects");
+    good.ping(peer).await.expect("and gets answers");
+}

@@ -63,6 +63,22 @@ impl RawPeer {
         }
     }
 
+    /// Reads control frames until the node's `DISCONNECT`, and returns its code.
+    pub(crate) async fn goodbye_code(&mut self) -> sinew::DisconnectCode {
+        use sinew_codec::messages::MessageBody as _;
+        let mut buf = bytes::BytesMut::new();
+        tokio::time::timeout(sinew_tests::WAIT, async {
+            loop {
+                let frame = self.next_frame(&mut buf).await.expect("a goodbye before the end");
+                if frame.opcode == Opcode::DISCONNECT {
+                    return sinew_codec::messages::Disconnect::decode(frame.payload).unwrap().code;
+                }
+            }
+        })
+        .await
+        .expect("a goodbye in time")
+    }
+
     /// Writes one frame on the control stream.
     pub(crate) async fn write_frame(&mut self, frame: &Frame) {
         self.control.write_all(&frame.to_bytes()).await.expect("write");

@@ -4,18 +4,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sinew::{Event, Opcode, Reason};
-use sinew_tests::{WAIT, addr, disconnected, node, node_with};
+use sinew_tests::{WAIT, addr, disconnected, node, node_with, still_serves};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::raw::raw_connect;
-
-/// The node still serves a well-behaved peer.
-async fn still_serves(target: &sinew::Node) {
-    let good = node().await;
-    let peer = good.dial(addr(target)).await.expect("a good peer still connects");
-    good.ping(peer).await.expect("and gets answers");
-}
 
 #[tokio::test]
 async fn a_partial_frame_that_makes_no_progress_closes_the_connection() {
@@ -120,22 +113,6 @@ async fn an_oversize_control_frame_closes_only_that_connection() {
     other.ping(other_peer).await.expect("other connections are untouched");
 }
 
-/// Reads control frames until the node's `DISCONNECT`, and returns its code.
-async fn goodbye_code(raw: &mut crate::raw::RawPeer) -> sinew::DisconnectCode {
-    use sinew_codec::messages::MessageBody as _;
-    let mut buf = bytes::BytesMut::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let frame = raw.next_frame(&mut buf).await.expect("a goodbye before the end");
-            if frame.opcode == Opcode::DISCONNECT {
-                return sinew_codec::messages::Disconnect::decode(frame.payload).unwrap().code;
-            }
-        }
-    })
-    .await
-    .expect("a goodbye in time")
-}
-
 /// The caps are exact, on the payload: 1 MiB on a message stream and 64 KiB on the control
 /// stream are accepted; one byte more closes the connection, said with DISCONNECT code 4.
 #[tokio::test]
@@ -160,7 +137,7 @@ async fn frame_caps_hold_at_the_cap_and_refuse_cap_plus_one() {
     let mut lane = raw.message_stream().await;
     let over = Frame::message(op, Bytes::from(vec![7u8; DEFAULT_CONTROL_CAP + 1]));
     let _ = lane.write_all(&over.to_bytes()).await;
-    assert_eq!(goodbye_code(&mut raw).await, sinew::DisconnectCode::PROTOCOL_ERROR);
+    assert_eq!(raw.goodbye_code().await, sinew::DisconnectCode::PROTOCOL_ERROR);
     let reason = disconnected(&mut events, raw.id).await;
     assert!(
         matches!(&reason, Reason::ProtocolError(d) if d.contains("exceeds the cap")),
@@ -183,7 +160,7 @@ async fn frame_caps_hold_at_the_cap_and_refuse_cap_plus_one() {
     // ... and one carrying a byte more closes the connection.
     let over = Frame::message(Opcode::KEEPALIVE, Bytes::from(vec![1u8; SYSTEM_FRAME_CAP + 1]));
     raw.write_frame(&over).await;
-    assert_eq!(goodbye_code(&mut raw).await, sinew::DisconnectCode::PROTOCOL_ERROR);
+    assert_eq!(raw.goodbye_code().await, sinew::DisconnectCode::PROTOCOL_ERROR);
     still_serves(&a).await;
 }
 

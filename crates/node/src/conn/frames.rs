@@ -69,11 +69,41 @@ pub(crate) enum WriteFault {
     Stalled,
 }
 
-/// Writes all of `buf`, each write making progress within `stall`.
+/// Writes all of `buf`, each write making progress within `stall`, then flushes.
 pub(crate) async fn write_all_timed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> Result<(), WriteFault> {
+    write_checked(w, buf, stall, |_| false).await
+}
+
+/// Writes all of `buf` like [`write_all_timed`], checking the minimum rate after every write
+/// the stream accepts (yamux takes up to one frame per write, so frames stay large), not only
+/// after the whole buffer: a reader that returns window a byte at a time cannot stretch one
+/// buffer past the rate.
+pub(crate) async fn write_paced<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    stall: Duration,
+    rate: &mut RateWindow,
+    written: &mut u64,
+    total: u64,
+) -> Result<(), WriteFault> {
+    write_checked(w, buf, stall, |n| {
+        *written += n as u64;
+        rate.too_slow(tokio::time::Instant::now(), *written, total)
+    })
+    .await
+}
+
+/// Writes all of `buf`, each write within `stall`, then flushes; `too_slow` is told each
+/// write's size and ends the write as stalled when it says so.
+async fn write_checked<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut buf: &[u8],
     stall: Duration,
+    mut too_slow: impl FnMut(usize) -> bool,
 ) -> Result<(), WriteFault> {
     while !buf.is_empty() {
         let n = tokio::time::timeout(stall, w.write(buf))
@@ -84,40 +114,11 @@ pub(crate) async fn write_all_timed<W: AsyncWrite + Unpin>(
             return Err(WriteFault::Io);
         }
         buf = &buf[n..];
-    }
-    tokio::time::timeout(stall, w.flush())
-        .await
-        .map_err(|_| WriteFault::Stalled)?
-        .map_err(|_| WriteFault::Io)
-}
-
-/// Writes all of `buf` (each write within `stall`, and flushed), checking the minimum rate after
-/// every write the stream accepts (yamux takes up to one frame per write, so frames stay large),
-/// not only after the whole buffer: a reader that returns window a byte at a time cannot stretch
-/// one buffer past the rate.
-pub(crate) async fn write_paced<W: AsyncWrite + Unpin>(
-    s: &mut W,
-    mut buf: &[u8],
-    stall: Duration,
-    rate: &mut RateWindow,
-    written: &mut u64,
-    total: u64,
-) -> Result<(), WriteFault> {
-    while !buf.is_empty() {
-        let n = tokio::time::timeout(stall, s.write(buf))
-            .await
-            .map_err(|_| WriteFault::Stalled)?
-            .map_err(|_| WriteFault::Io)?;
-        if n == 0 {
-            return Err(WriteFault::Io);
-        }
-        buf = &buf[n..];
-        *written += n as u64;
-        if rate.too_slow(tokio::time::Instant::now(), *written, total) {
+        if too_slow(n) {
             return Err(WriteFault::Stalled);
         }
     }
-    tokio::time::timeout(stall, s.flush())
+    tokio::time::timeout(stall, w.flush())
         .await
         .map_err(|_| WriteFault::Stalled)?
         .map_err(|_| WriteFault::Io)
