@@ -14,6 +14,16 @@ use tokio::net::TcpStream;
 
 use crate::raw::raw_connect;
 
+/// The reason of the next message the node drops.
+async fn next_drop(events: &mut sinew::Events) -> Option<DropReason> {
+    events
+        .wait_for(WAIT, |e| match e {
+            Event::MessageDropped { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await
+}
+
 /// A frame that makes progress on every read, but far below the lanes' minimum rate, closes
 /// the connection: moving a byte within each stall timeout is not enough to hold a 1 MiB
 /// receive buffer.
@@ -161,12 +171,7 @@ async fn a_held_large_payload_keeps_its_budget_until_dropped() {
     // A second one does not fit beside the one held.
     let refused = b.send(peer, op, Bytes::from(vec![2u8; 12 << 20])).await;
     assert_eq!(refused, Err(sinew::SendError::Reset), "the sender learns of the reset");
-    let dropped = events
-        .wait_for(WAIT, |e| match e {
-            Event::MessageDropped { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let dropped = next_drop(&mut events).await;
     assert_eq!(dropped, Some(DropReason::BudgetExhausted));
     assert!(inbox.try_next().is_none(), "nothing else was delivered");
     // Let go of it: the next one fits.
@@ -274,12 +279,7 @@ async fn the_large_message_cap_is_exact() {
     let mut stream = muxer.open_stream().await.unwrap();
     stream.write_all(&header(sinew_codec::MAX_MESSAGE + 1)).await.unwrap();
     stream.flush().await.unwrap();
-    let dropped = events
-        .wait_for(WAIT, |e| match e {
-            Event::MessageDropped { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let dropped = next_drop(&mut events).await;
     assert_eq!(dropped, Some(DropReason::TooLarge), "only the one over the cap is refused");
     let mut byte = [0u8; 1];
     let reset = tokio::time::timeout(WAIT, stream.read(&mut byte)).await.expect("ended");
@@ -302,11 +302,7 @@ async fn an_inbox_is_bounded_in_bytes() {
         b.send(peer, op, Bytes::from(vec![i; 1 << 20])).await.unwrap();
     }
     for _ in 0..2 {
-        let dropped = events.wait_for(WAIT, |e| match e {
-            Event::MessageDropped { reason, .. } => Some(*reason),
-            _ => None,
-        });
-        assert_eq!(dropped.await, Some(DropReason::InboxFull));
+        assert_eq!(next_drop(&mut events).await, Some(DropReason::InboxFull));
     }
     // The first three are there, in order, and nothing else.
     for i in 0..3u8 {
