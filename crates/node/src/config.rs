@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use sinew_codec::messages::{MAX_AGENT, MAX_ROLE};
-use sinew_codec::{
-    CHECKSUM_LEN, DEFAULT_CONTROL_CAP, MAX_HEADER, Opcode, OpcodeRange, SYSTEM_FRAME_CAP,
-};
+use sinew_codec::{CHECKSUM_LEN, DEFAULT_CONTROL_CAP, MAX_HEADER, SYSTEM_FRAME_CAP};
 
 use crate::error::ConfigError;
 use sinew_peers::PeersConfig;
@@ -112,42 +110,7 @@ pub struct NodeConfig {
     pub seed: Option<u64>,
 }
 
-/// What a peer that is not authorized may do. Authorization itself comes from
-/// `PeersConfig::default_authorized` (everyone, by default) or [`crate::Node::authorize`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessPolicy {
-    /// The opcodes an unauthorized peer may send us and we may send it. Default: keepalive
-    /// (2, 3), ping and pong (10, 11), disconnect (14) and identify (19): every other block,
-    /// rendezvous and gossip included, needs authorization. Anything else from it is answered
-    /// `UNAUTHORIZED`; sending it anything else fails with `SendError::Unauthorized`.
-    pub unauthorized_opcodes: Vec<OpcodeRange>,
-    /// Whether an unauthorized peer may open raw, perf and large-message streams (default
-    /// false: they are reset).
-    pub unauthorized_streams: bool,
-}
-
-impl AccessPolicy {
-    /// Whether an unauthorized peer may use `opcode`.
-    pub fn allows_unauthorized(&self, opcode: Opcode) -> bool {
-        self.unauthorized_opcodes.iter().any(|r| r.contains(opcode))
-    }
-}
-
-impl Default for AccessPolicy {
-    fn default() -> Self {
-        let one = OpcodeRange::single;
-        Self {
-            unauthorized_opcodes: vec![
-                OpcodeRange::new(Opcode::KEEPALIVE, Opcode::KEEPALIVE_RESPONSE)
-                    .unwrap_or(one(Opcode::KEEPALIVE)),
-                OpcodeRange::new(Opcode::PING, Opcode::PONG).unwrap_or(one(Opcode::PING)),
-                one(Opcode::DISCONNECT),
-                one(Opcode::IDENTIFY),
-            ],
-            unauthorized_streams: false,
-        }
-    }
-}
+pub use sinew_host::AccessPolicy;
 
 /// Bounds on each throughput test a node serves: an attacker chooses the lengths it asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sinew_codec::{OpcodeRange, Status};
+use sinew_codec::Status;
 use sinew_peers::Refusal;
 use sinew_transport::ListenError;
 
@@ -58,22 +58,7 @@ pub enum ConfigError {
     Peers(#[from] sinew_peers::ConfigError),
 }
 
-/// Why a protocol or handler could not be registered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RegisterError {
-    /// Another protocol already handles opcodes in this range.
-    #[error("opcodes {range} are already handled by {owner}")]
-    Overlap {
-        /// The range asked for.
-        range: OpcodeRange,
-        /// The protocol that has it.
-        owner: &'static str,
-    },
-    /// The node is shutting down.
-    #[error("node is shutting down")]
-    ShuttingDown,
-}
+pub use sinew_host::RegisterError;
 
 /// Why a dial failed. Cloneable: concurrent dials to one peer share one attempt and its error.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -17,7 +17,7 @@ use sinew_types::{Addr, Keypair, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::SendError;
-use crate::builtin::{Identify, Inbox, InboxProtocol, Keepalive, Ping};
+use crate::builtin::{Inbox, InboxProtocol};
 use crate::config::NodeConfig;
 use crate::conn::outbound::{self, PerfReport};
 use crate::driver::{Command, Driver, DriverChannels};
@@ -116,6 +116,8 @@ impl NodeBuilder {
         let peers = PeerManager::new(keypair.peer_id(), config.peers.clone(), rng.random())
             .map_err(|e| StartError::Config(e.into()))?;
         let handle_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let host_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let host_config = host_config(keypair.peer_id(), &config, boot_nonce);
         let listen = config.listen.clone();
         let shared = Arc::new(Shared::new(
             config,
@@ -126,7 +128,6 @@ impl NodeBuilder {
                 transport,
                 incoming: incoming_tx,
                 rng: handle_rng,
-                boot_nonce,
             },
         ));
         let channels = DriverChannels {
@@ -135,10 +136,8 @@ impl NodeBuilder {
             conn_events_tx: conn_tx,
             incoming: incoming_rx,
         };
-        let mut driver = Driver::new(shared.clone(), peers, rng, channels);
-        driver.add_protocol(Box::new(Ping))?;
-        driver.add_protocol(Box::new(Keepalive { interval: shared.config.keepalive_interval }))?;
-        driver.add_protocol(Box::new(Identify::new(shared.clone())))?;
+        let host = sinew_host::Host::new(host_config, peers, host_rng, std::time::Instant::now());
+        let mut driver = Driver::new(shared.clone(), host, channels);
         for protocol in protocols {
             driver.add_protocol(protocol)?;
         }
@@ -151,6 +150,23 @@ impl NodeBuilder {
         }
         tokio::spawn(driver.run());
         Ok(node)
+    }
+}
+
+/// What the host needs of the node's configuration.
+fn host_config(local: PeerId, config: &NodeConfig, boot_nonce: u64) -> sinew_host::HostConfig {
+    sinew_host::HostConfig {
+        local,
+        agent: config.agent.clone(),
+        role: config.role.clone(),
+        boot_nonce,
+        access: config.access.clone(),
+        request_timeout: config.request_timeout,
+        keepalive_interval: config.keepalive_interval,
+        system_lane_bytes: config.system_lane_bytes,
+        protocol_queue_bytes: config.peer_queue_bytes,
+        protocol_credit_bytes: sinew_host::HostConfig::new(local).protocol_credit_bytes,
+        control_frame_cap: config.control_frame_cap,
     }
 }
 

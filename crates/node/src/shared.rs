@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sinew_codec::{Opcode, OpcodeRange};
+use sinew_codec::Opcode;
 use sinew_transport::{Incoming, MuxedConnection, Transport};
 use sinew_types::{Addr, PeerId};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -63,14 +63,10 @@ pub(crate) struct Shared {
     listen_addrs: RwLock<Vec<Addr>>,
     /// Addresses others reach us at that are not listen addresses (port mappings).
     external_addrs: RwLock<Vec<Addr>>,
-    /// Opcode ranges the node's protocols handle (for identify).
-    pub(crate) local_opcodes: RwLock<Vec<OpcodeRange>>,
     /// The port mapper, when enabled.
     pub(crate) nat: Mutex<Option<Arc<sinew_nat::PortMapper>>>,
     /// RNG for handle-side randomness (broadcast_randomly).
     pub(crate) rng: Mutex<rand_chacha::ChaCha8Rng>,
-    /// Random per process start, sent in the handshake and identify.
-    pub(crate) boot_nonce: u64,
 }
 
 /// What `Shared::new` needs beyond the config.
@@ -81,12 +77,11 @@ pub(crate) struct SharedParts {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) incoming: mpsc::Sender<Incoming>,
     pub(crate) rng: rand_chacha::ChaCha8Rng,
-    pub(crate) boot_nonce: u64,
 }
 
 impl Shared {
     pub(crate) fn new(config: NodeConfig, parts: SharedParts) -> Self {
-        let SharedParts { local, events, commands, transport, incoming, rng, boot_nonce } = parts;
+        let SharedParts { local, events, commands, transport, incoming, rng } = parts;
         let budget = config.large_message_budget.min(Semaphore::MAX_PERMITS);
         Self {
             local,
@@ -95,10 +90,8 @@ impl Shared {
             listeners: Mutex::new(Vec::new()),
             listen_addrs: RwLock::new(Vec::new()),
             external_addrs: RwLock::new(Vec::new()),
-            local_opcodes: RwLock::new(Vec::new()),
             rng: Mutex::new(rng),
             nat: Mutex::new(None),
-            boot_nonce,
             epoch: Instant::now(),
             peers: RwLock::new(BTreeMap::new()),
             waiters: Mutex::new(BTreeMap::new()),

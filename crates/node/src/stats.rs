@@ -28,6 +28,12 @@ pub(crate) struct ConnStats {
     pub(crate) authorized: AtomicBool,
     /// Whether a task is waiting to report the stream count (at most one at a time).
     streams_report_pending: AtomicBool,
+    /// Bytes the writers wrote of what the host handed them (system frames; protocol frames
+    /// on the message lane), not yet reported: the host's write credit.
+    system_written: AtomicUsize,
+    protocol_written: AtomicUsize,
+    /// Whether a report of written bytes is on its way to the driver (at most one).
+    written_report_pending: AtomicBool,
     /// Where activity is reported (none in unit tests).
     notify: Option<(mpsc::Sender<ConnEvent>, ConnId)>,
 }
@@ -49,6 +55,9 @@ impl ConnStats {
             open_streams: AtomicUsize::new(0),
             authorized: AtomicBool::new(authorized),
             streams_report_pending: AtomicBool::new(false),
+            system_written: AtomicUsize::new(0),
+            protocol_written: AtomicUsize::new(0),
+            written_report_pending: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +96,40 @@ impl ConnStats {
                 let _ = tx.send(event).await;
             });
         }
+    }
+
+    /// A writer wrote `bytes` of what the host handed this connection (`system`: on the
+    /// control stream; else protocol frames on the message lane). One report at a time goes
+    /// to the driver, which reads the counters when it handles it ([`ConnStats::take_written`]),
+    /// so one report covers every write before it; a full channel hands it to a task (at most
+    /// one per connection), since credit must never be lost.
+    pub(crate) fn wrote(self: &std::sync::Arc<Self>, system: bool, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let counter = if system { &self.system_written } else { &self.protocol_written };
+        counter.fetch_add(bytes, Ordering::AcqRel);
+        if self.written_report_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some((tx, conn)) = &self.notify else { return };
+        let event = ConnEvent::Activity { conn: *conn, kind: Activity::Written };
+        if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(event).await;
+            });
+        }
+    }
+
+    /// The bytes written since the last call (system, protocol), for the host's credit. The
+    /// next write reports again.
+    pub(crate) fn take_written(&self) -> (usize, usize) {
+        self.written_report_pending.store(false, Ordering::Release);
+        (
+            self.system_written.swap(0, Ordering::AcqRel),
+            self.protocol_written.swap(0, Ordering::AcqRel),
+        )
     }
 
     /// Application streams open now.

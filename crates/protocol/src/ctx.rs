@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::{Rng, RngExt as _};
-use sinew_codec::messages::{DisconnectCode, Identify};
+use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
 use sinew_types::{Addr, PeerId};
 
@@ -30,8 +30,6 @@ pub enum Command {
     AddPeer(Addr),
     /// Hand an event to the application's event stream.
     Emit(ProtocolEvent),
-    /// Record what a peer said in identify (the identify protocol does this).
-    Identified(PeerId, Arc<Identify>),
 }
 
 /// What a protocol's host provides. The node implements it over real connections; the
@@ -265,10 +263,5 @@ impl<'a> Ctx<'a> {
     pub fn emit<E: std::any::Any + Send + Sync>(&mut self, event: E) {
         let event = ProtocolEvent { protocol: self.name, event: Arc::new(event) };
         self.host.command(self.protocol, Command::Emit(event));
-    }
-
-    /// Records what a peer said in identify (used by the identify protocol).
-    pub fn set_identity(&mut self, peer: &PeerId, identity: Arc<Identify>) {
-        self.host.command(self.protocol, Command::Identified(*peer, identity));
     }
 }

@@ -5,6 +5,7 @@
 //! protocol error. The writer writes the connection's [`SystemQueue`], so a pong never waits
 //! behind application traffic; `DISCONNECT` is the last frame it writes.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ pub(super) enum WriteEnd {
 pub(super) async fn write_system(
     mut wr: WriteHalf<Stream>,
     queue: &SystemQueue,
-    stats: &ConnStats,
+    stats: &Arc<ConnStats>,
     stall: Duration,
     mut out: BytesMut,
 ) -> WriteEnd {
@@ -114,6 +115,7 @@ pub(super) async fn write_system(
             }
             stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
             queue.written(popped);
+            stats.wrote(true, popped);
             // Idle connections hold no write buffer or batch; the next round allocates.
             out = BytesMut::new();
             batch = Vec::new();

@@ -28,6 +28,48 @@ use crate::stats::ConnStats;
 
 /// Bytes of frames gathered into one write.
 pub(crate) const BATCH_BYTES: usize = 256 * 1024;
+/// What each source of the message lane may add to a batch per round (deficit round-robin).
+const QUANTUM: usize = BATCH_BYTES / 2;
+
+/// What a message lane writes: the peer's application queue, and protocol frames the host
+/// handed this connection within its write credit.
+pub(super) struct Sources {
+    pub(super) queue: Arc<PeerQueue>,
+    pub(super) protocol: Arc<super::system::SystemQueue>,
+}
+
+/// Protocol frames popped and waiting for their turn, and their deficit.
+#[derive(Default)]
+struct ProtocolTurn {
+    frames: std::collections::VecDeque<Frame>,
+    deficit: usize,
+}
+
+impl ProtocolTurn {
+    /// Moves this round's protocol frames into `batch`: the deficit grows by a quantum while
+    /// frames wait, and frames go while they fit in it. Returns their encoded bytes.
+    fn take(&mut self, protocol: &super::system::SystemQueue, batch: &mut Vec<Frame>) -> usize {
+        let mut popped = Vec::new();
+        let _ = protocol.pop_all(&mut popped);
+        self.frames.extend(popped);
+        if self.frames.is_empty() {
+            self.deficit = 0;
+            return 0;
+        }
+        self.deficit += QUANTUM;
+        let mut taken = 0;
+        while let Some(front) = self.frames.front() {
+            let len = front.encoded_len();
+            if len > self.deficit {
+                break;
+            }
+            self.deficit -= len;
+            taken += len;
+            batch.extend(self.frames.pop_front());
+        }
+        taken
+    }
+}
 
 /// How a message lane ended.
 #[derive(Debug)]
@@ -48,12 +90,14 @@ pub(super) enum LaneEnd {
 /// caller bounds that wait.
 pub(super) async fn write_messages(
     muxer: MuxedConnection,
-    queue: Arc<PeerQueue>,
+    sources: Sources,
     stop: CancellationToken,
-    stats: &ConnStats,
+    stats: &Arc<ConnStats>,
     pace: Pace,
 ) -> LaneEnd {
     let Pace { stall, min_rate, window } = pace;
+    let Sources { queue, protocol } = sources;
+    let mut turn = ProtocolTurn::default();
     let lease = tokio::select! {
         biased;
         () = stop.cancelled() => return LaneEnd::Finished,
@@ -73,11 +117,23 @@ pub(super) async fn write_messages(
         if stop.is_cancelled() {
             break;
         }
-        queue.pop_batch(BATCH_BYTES, &mut batch);
+        // Protocol frames and the application queue take turns (deficit round-robin).
+        let protocol_bytes = turn.take(&protocol, &mut batch);
+        if protocol_bytes < BATCH_BYTES {
+            queue.pop_batch((BATCH_BYTES - protocol_bytes).max(QUANTUM), &mut batch);
+        }
+        if batch.is_empty() && !turn.frames.is_empty() {
+            // A protocol frame larger than the deficit so far: the next round adds a quantum.
+            continue;
+        }
         if batch.is_empty() {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                () = protocol.ready() => {
+                    rate.restart(tokio::time::Instant::now(), written);
+                    continue;
+                }
                 () = queue.ready() => {
                     // Idle by choice, not slow: the rate is judged from here.
                     rate.restart(tokio::time::Instant::now(), written);
@@ -105,6 +161,10 @@ pub(super) async fn write_messages(
             return LaneEnd::WriteFailed(fault);
         }
         stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+        if protocol_bytes > 0 {
+            protocol.written(protocol_bytes);
+            stats.wrote(false, protocol_bytes);
+        }
         out = BytesMut::new();
         batch = Vec::new();
     }

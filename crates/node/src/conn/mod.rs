@@ -77,6 +77,9 @@ pub(crate) enum Activity {
     Traffic,
     /// An application stream opened or closed: the driver reads the count.
     Streams,
+    /// A writer wrote what the host handed it: the driver reads how much, for the host's
+    /// write credit.
+    Written,
 }
 
 /// From the driver to a connection task.
@@ -98,6 +101,8 @@ pub(crate) struct ConnTask {
     pub(crate) shared: Arc<Shared>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) system: Arc<SystemQueue>,
+    /// Protocol frames for the message lane, taking turns with the peer queue.
+    pub(crate) protocol: Arc<SystemQueue>,
     pub(crate) to_driver: mpsc::Sender<ConnEvent>,
     pub(crate) commands: futures::channel::mpsc::Receiver<ConnCommand>,
 }
@@ -124,7 +129,8 @@ impl ConnTask {
     /// one-off phases (setting up the control stream, closing) run as boxed futures, so the
     /// long-lived state machine of an idle connection stays small.
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
-        let Self { conn, peer, connection, shared, stats, system, to_driver, commands } = self;
+        let Self { conn, peer, connection, shared, stats, system, protocol, to_driver, commands } =
+            self;
         let Connection { muxer, info } = connection;
         let direction = info.direction;
         drop(info);
@@ -140,7 +146,7 @@ impl ConnTask {
             to_driver,
             messages: Arc::default(),
         };
-        run_connection(ctx, muxer, direction, system, commands)
+        run_connection(ctx, muxer, direction, system, protocol, commands)
     }
 }
 
@@ -149,6 +155,7 @@ async fn run_connection(
     muxer: MuxedConnection,
     direction: Direction,
     system: Arc<SystemQueue>,
+    protocol: Arc<SystemQueue>,
     mut commands: futures::channel::mpsc::Receiver<ConnCommand>,
 ) {
     let setup = Box::pin(control_stream(&muxer, direction, &ctx));
@@ -157,7 +164,8 @@ async fn run_connection(
             // The remote's other streams, from now on.
             let acceptor = inbound::accept_loop(&muxer, &ctx);
             tokio::pin!(acceptor);
-            let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
+            let lanes =
+                Lanes { ctx: &ctx, muxer: &muxer, system: &system, protocol: &protocol, direction };
             lanes.run(stream, acceptor.as_mut(), &mut commands).await
         }
         Err(reason) => reason,
@@ -222,6 +230,7 @@ struct Lanes<'a> {
     ctx: &'a StreamCtx,
     muxer: &'a MuxedConnection,
     system: &'a SystemQueue,
+    protocol: &'a Arc<SystemQueue>,
     direction: Direction,
 }
 
@@ -257,10 +266,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Waits until `queue` may have frames; pending while there is none.
-async fn queue_ready(queue: Option<Arc<PeerQueue>>) {
+/// Waits until `queue` or the protocol lane may have frames; pending while there is no queue.
+async fn queue_ready(queue: Option<Arc<PeerQueue>>, protocol: &SystemQueue) {
     match queue {
-        Some(queue) => queue.ready().await,
+        Some(queue) => tokio::select! {
+            () = queue.ready() => {}
+            () = protocol.ready() => {}
+        },
         None => std::future::pending().await,
     }
 }
@@ -399,7 +411,7 @@ impl Lanes<'_> {
                         }
                     }
                 }
-                () = queue_ready(idle_queue.clone()), if closing.is_none() => {
+                () = queue_ready(idle_queue.clone(), self.protocol), if closing.is_none() => {
                     let Some(queue) = idle_queue.take() else { continue };
                     msg_stop = CancellationToken::new();
                     let pace = messages::Pace {
@@ -409,7 +421,7 @@ impl Lanes<'_> {
                     };
                     msg_wr = Some(Box::pin(messages::write_messages(
                         self.muxer.clone(),
-                        queue,
+                        messages::Sources { queue, protocol: self.protocol.clone() },
                         msg_stop.clone(),
                         &ctx.stats,
                         pace,

@@ -1,7 +1,7 @@
-//! The driver's state apart from the protocols themselves, and the `Host` it offers them.
+//! The host's state apart from the protocols themselves, and the [`sinew_protocol::Host`] it
+//! offers them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -9,66 +9,49 @@ use rand_chacha::ChaCha8Rng;
 use sinew_codec::{Frame, FrameKind, Opcode, OpcodeRange};
 use sinew_peers::{ConnId, PeerManager};
 use sinew_protocol::{
-    Command as ProtocolCommand, Host, PeerInfo, ProtocolId, RequestId, SendError, TimerId,
+    Command as ProtocolCommand, PeerInfo, ProtocolId, Reason, RequestId, SendError, TimerId,
 };
-use sinew_transport::MuxedConnection;
-use sinew_types::{Addr, PeerId};
-use tokio::sync::oneshot;
+use sinew_types::{Addr, Direction, PeerId};
 
-use crate::conn::system::SystemQueue;
-use crate::conn::{ConnCommand, outbound};
-use crate::error::{DialError, RequestError};
-use crate::queue::PeerQueue;
-use crate::shared::Shared;
-use crate::stats::ConnStats;
+use crate::config::HostConfig;
+use crate::output::{Lane, Output, PingId, Transmit};
 
 /// Most addresses remembered per peer, and peers remembered, in the address book.
 const BOOK_ADDRS_PER_PEER: usize = 8;
 const BOOK_PEERS: usize = 4096;
-/// Refused sockets kept at once to deliver their refusal record (each for at most a second);
-/// beyond that, refused sockets are closed without one.
-pub(crate) const REFUSALS_IN_FLIGHT: usize = 64;
+/// The host's request ids start here; the application's (handed out by the driver) stay
+/// below, so a response finds its table by id alone.
+pub(crate) const HOST_REQUEST_IDS: u64 = 1 << 62;
 
-/// An established connection the driver knows.
+/// An established connection the host knows, and its write credit.
+#[derive(Debug)]
 pub(crate) struct ConnEntry {
     pub(crate) peer: PeerId,
-    pub(crate) direction: sinew_types::Direction,
+    pub(crate) direction: Direction,
     pub(crate) remote_addr: Addr,
-    pub(crate) commands: futures::channel::mpsc::Sender<ConnCommand>,
-    pub(crate) stats: Arc<ConnStats>,
-    pub(crate) muxer: MuxedConnection,
-    /// Its system lane.
-    pub(crate) system: Arc<SystemQueue>,
-    /// Its task, aborted if it outlives shutdown's grace period.
-    pub(crate) task: tokio::task::AbortHandle,
+    /// System-lane bytes handed out and not reported written.
+    pub(crate) system_used: usize,
+    /// Protocol-frame bytes handed to the message lane and not reported written.
+    pub(crate) protocol_used: usize,
 }
 
-impl ConnEntry {
-    /// Sends a command; if the channel is full, delivers it from a task (commands that must
-    /// not be lost: close, drain, activate).
-    pub(crate) fn command(&self, command: ConnCommand) {
-        let mut tx = self.commands.clone();
-        if let Err(error) = tx.try_send(command)
-            && error.is_full()
-        {
-            let command = error.into_inner();
-            tokio::spawn(async move {
-                use futures::SinkExt as _;
-                let _ = tx.send(command).await;
-            });
-        }
-    }
+/// Protocol frames for one peer that wait for write credit.
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    pub(crate) frames: VecDeque<Frame>,
+    pub(crate) bytes: usize,
 }
 
-/// A ping the application asked for (`Node::ping`), waiting for its pong.
+/// An application ping waiting for its pong.
+#[derive(Debug)]
 pub(crate) struct UserPing {
     pub(crate) payload: [u8; 8],
     pub(crate) sent_at: Instant,
     pub(crate) deadline: Instant,
-    pub(crate) reply: oneshot::Sender<Result<Duration, RequestError>>,
 }
 
 /// A request a protocol made.
+#[derive(Debug)]
 pub(crate) struct ProtocolRequest {
     pub(crate) protocol: ProtocolId,
     pub(crate) peer: PeerId,
@@ -76,26 +59,24 @@ pub(crate) struct ProtocolRequest {
     pub(crate) deadline: Instant,
 }
 
-/// The driver's state: everything protocols can see or change through their [`Host`].
+/// Everything protocols can see or change through their [`sinew_protocol::Host`].
 pub(crate) struct Core {
     pub(crate) now: Instant,
+    /// Unix time at `now`.
+    pub(crate) unix: Duration,
     pub(crate) rng: ChaCha8Rng,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: HostConfig,
     pub(crate) peers: PeerManager,
     /// Connected peers, sorted (the `Host::connected_peers` view).
     pub(crate) connected: Vec<PeerId>,
-    /// Boxed entries here and in `conns`: B-tree nodes hold eleven of them, so idle
-    /// connections cost less (measured per connection).
+    /// Boxed: B-tree nodes hold eleven entries, so idle connections cost less.
     pub(crate) info: BTreeMap<PeerId, Box<PeerInfo>>,
     pub(crate) conns: BTreeMap<ConnId, Box<ConnEntry>>,
-    /// Dials and upgrades in progress, to abort on shutdown.
-    pub(crate) pending: BTreeMap<ConnId, tokio::task::AbortHandle>,
-    pub(crate) dial_waiters: BTreeMap<ConnId, Vec<oneshot::Sender<Result<PeerId, DialError>>>>,
-    pub(crate) dial_errors: BTreeMap<ConnId, DialError>,
-    /// Peers' outbound queues; a persistent peer's survives its disconnection.
-    pub(crate) queues: BTreeMap<PeerId, Arc<PeerQueue>>,
+    /// Protocol frames waiting for credit, per peer.
+    pub(crate) waiting: BTreeMap<PeerId, Waiting>,
     pub(crate) requests: BTreeMap<u64, ProtocolRequest>,
     pub(crate) request_deadlines: BTreeSet<(Instant, u64)>,
+    next_request: u64,
     /// Liveness pings in flight: (connection, request id) -> nonce (the payload echoed).
     pub(crate) pings: BTreeMap<(ConnId, u64), u64>,
     /// Application pings in flight, by (connection, request id), and their deadlines.
@@ -105,42 +86,47 @@ pub(crate) struct Core {
     pub(crate) replying_to: Option<(PeerId, ConnId)>,
     /// Connections whose remote flooded the system lane, to close after this round.
     pub(crate) flooded: Vec<ConnId>,
-    /// Refused sockets being told why, at most [`REFUSALS_IN_FLIGHT`] at once.
-    pub(crate) refusals: Arc<tokio::sync::Semaphore>,
     pub(crate) timers: BTreeSet<(Instant, TimerId, ProtocolId)>,
     pub(crate) timer_at: BTreeMap<TimerId, Instant>,
     next_timer: u64,
     pub(crate) pending_commands: Vec<(ProtocolId, ProtocolCommand)>,
     /// Addresses that reached each peer, most recent first.
     pub(crate) address_book: BTreeMap<PeerId, Vec<Addr>>,
-    /// Opcode routes: (range, protocol index in the driver's list), sorted by range.
+    /// Opcode routes, sorted by range.
     pub(crate) routes: Vec<(OpcodeRange, ProtocolId)>,
     /// Why each peer's last connection ended, as the connection saw it.
-    pub(crate) close_reasons: BTreeMap<PeerId, sinew_protocol::Reason>,
+    pub(crate) close_reasons: BTreeMap<PeerId, Reason>,
+    /// What this node advertises (identify's listen addresses).
+    pub(crate) advertised: Vec<Addr>,
+    pub(crate) shutting_down: bool,
+    pub(crate) outputs: VecDeque<Output>,
 }
 
 impl Core {
-    pub(crate) fn new(shared: Arc<Shared>, peers: PeerManager, rng: ChaCha8Rng) -> Self {
+    pub(crate) fn new(
+        config: HostConfig,
+        peers: PeerManager,
+        rng: ChaCha8Rng,
+        now: Instant,
+    ) -> Self {
         Self {
-            now: Instant::now(),
+            now,
+            unix: Duration::ZERO,
             rng,
-            shared,
+            config,
             peers,
             connected: Vec::new(),
             info: BTreeMap::new(),
             conns: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            dial_waiters: BTreeMap::new(),
-            dial_errors: BTreeMap::new(),
-            queues: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             requests: BTreeMap::new(),
             request_deadlines: BTreeSet::new(),
+            next_request: HOST_REQUEST_IDS,
             pings: BTreeMap::new(),
             user_pings: BTreeMap::new(),
             user_ping_deadlines: BTreeSet::new(),
             replying_to: None,
             flooded: Vec::new(),
-            refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
             timers: BTreeSet::new(),
             timer_at: BTreeMap::new(),
             next_timer: 1,
@@ -148,7 +134,17 @@ impl Core {
             address_book: BTreeMap::new(),
             routes: Vec::new(),
             close_reasons: BTreeMap::new(),
+            advertised: Vec::new(),
+            shutting_down: false,
+            outputs: VecDeque::new(),
         }
+    }
+
+    /// A fresh request id of the host's own.
+    pub(crate) fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
     }
 
     /// The protocol handling `opcode`.
@@ -168,16 +164,22 @@ impl Core {
         addrs.truncate(BOOK_ADDRS_PER_PEER);
     }
 
+    fn is_authorized(&self, peer: &PeerId) -> bool {
+        self.info.get(peer).is_some_and(|info| info.authorized)
+    }
+
     /// Queues a frame for a connected peer without waiting. System frames go on the system
     /// lane of the peer's active connection, or, for a reply, of the connection the request
-    /// came on; application frames go to the peer queue, and those above the control cap on a
-    /// stream of their own.
+    /// came on; frames above the control-frame cap on a stream of their own; other protocol
+    /// frames wait in the host for the active connection's write credit.
     pub(crate) fn queue_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
-        if self.shared.is_shutting_down() {
+        if self.shutting_down {
             return Err(SendError::ShuttingDown);
         }
-        let Some(info) = self.info.get(peer) else { return Err(SendError::NotConnected) };
-        if !info.authorized && !self.shared.config.access.allows_unauthorized(frame.opcode) {
+        if !self.info.contains_key(peer) {
+            return Err(SendError::NotConnected);
+        }
+        if !self.is_authorized(peer) && !self.config.access.allows_unauthorized(frame.opcode) {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {
@@ -188,29 +190,88 @@ impl Core {
             };
             return self.send_system(conn, frame);
         }
-        if frame.payload.len() > self.shared.config.control_frame_cap {
-            let slot = self.shared.peer(peer).ok_or(SendError::NotConnected)?;
-            return outbound::try_send_large(&self.shared, slot, frame);
+        let conn = self.peers.active_connection(peer).ok_or(SendError::NotConnected)?;
+        if frame.payload.len() > self.config.control_frame_cap {
+            self.outputs.push_back(Output::Transmit(Transmit { conn, lane: Lane::Large, frame }));
+            return Ok(());
         }
-        self.queues.get(peer).ok_or(SendError::NotConnected)?.try_push(frame)
+        let cap = self.config.protocol_queue_bytes;
+        let waiting = self.waiting.entry(*peer).or_default();
+        let len = frame.encoded_len();
+        // A frame larger than the whole bound fits an empty queue.
+        if !waiting.frames.is_empty() && waiting.bytes + len > cap {
+            return Err(SendError::Full);
+        }
+        waiting.bytes += len;
+        waiting.frames.push_back(frame);
+        self.pump(peer);
+        Ok(())
+    }
+
+    /// Hands `peer`'s waiting protocol frames to its active connection, within its credit
+    /// (always one frame when nothing is outstanding).
+    pub(crate) fn pump(&mut self, peer: &PeerId) {
+        let Some(conn) = self.peers.active_connection(peer) else { return };
+        let Some(entry) = self.conns.get_mut(&conn) else { return };
+        let Some(waiting) = self.waiting.get_mut(peer) else { return };
+        let credit = self.config.protocol_credit_bytes;
+        while let Some(front) = waiting.frames.front() {
+            let len = front.encoded_len();
+            if entry.protocol_used > 0 && entry.protocol_used + len > credit {
+                break;
+            }
+            let Some(frame) = waiting.frames.pop_front() else { break };
+            waiting.bytes -= len;
+            entry.protocol_used += len;
+            self.outputs.push_back(Output::Transmit(Transmit { conn, lane: Lane::Message, frame }));
+        }
+        if waiting.frames.is_empty() {
+            self.waiting.remove(peer);
+        }
     }
 
     /// Queues a system frame on one connection. An answer to the remote (a response or an
     /// error) that does not fit means the remote asks faster than it reads: the connection is
     /// closed with `FLOODING` (after this round). A frame of our own is refused with `Full`.
     pub(crate) fn send_system(&mut self, conn: ConnId, frame: Frame) -> Result<(), SendError> {
-        let Some(entry) = self.conns.get(&conn) else { return Err(SendError::NotConnected) };
-        // Answers to the remote: responses, errors, and keepalive responses.
-        let answer = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. })
-            || frame.opcode == Opcode::KEEPALIVE_RESPONSE;
-        let result = entry.system.try_push(frame);
-        if result == Err(SendError::Full) && answer && !self.flooded.contains(&conn) {
-            self.flooded.push(conn);
+        let cap = self.config.system_lane_bytes;
+        let Some(entry) = self.conns.get_mut(&conn) else { return Err(SendError::NotConnected) };
+        let len = frame.encoded_len();
+        if len > cap {
+            return Err(SendError::TooLarge);
         }
-        result
+        if entry.system_used + len > cap {
+            // Answers to the remote: responses, errors, and keepalive responses.
+            let answer = matches!(frame.kind, FrameKind::Response { .. } | FrameKind::Error { .. })
+                || frame.opcode == Opcode::KEEPALIVE_RESPONSE;
+            if answer && !self.flooded.contains(&conn) {
+                self.flooded.push(conn);
+            }
+            return Err(SendError::Full);
+        }
+        entry.system_used += len;
+        self.outputs.push_back(Output::Transmit(Transmit { conn, lane: Lane::System, frame }));
+        Ok(())
     }
 
-    /// The earliest deadline of timers and protocol requests.
+    /// Sends an application ping on the peer's active connection's system lane.
+    pub(crate) fn user_ping(&mut self, peer: &PeerId) -> Result<PingId, SendError> {
+        let conn = self.peers.active_connection(peer).ok_or(SendError::NotConnected)?;
+        let id = self.next_request_id();
+        let payload: [u8; 8] = self.rng.next_u64().to_le_bytes();
+        let frame = Frame::new(
+            Opcode::PING,
+            FrameKind::Request { id },
+            bytes::Bytes::copy_from_slice(&payload),
+        );
+        self.send_system(conn, frame)?;
+        let deadline = self.now + self.config.request_timeout;
+        self.user_ping_deadlines.insert((deadline, conn, id));
+        self.user_pings.insert((conn, id), UserPing { payload, sent_at: self.now, deadline });
+        Ok(PingId(id))
+    }
+
+    /// The earliest deadline of timers, requests, pings and the peer manager.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _, _)| *at);
         let request = self.request_deadlines.first().map(|(at, _)| *at);
@@ -219,7 +280,7 @@ impl Core {
     }
 }
 
-impl Host for Core {
+impl sinew_protocol::Host for Core {
     fn now(&self) -> Instant {
         self.now
     }
@@ -229,7 +290,7 @@ impl Host for Core {
     }
 
     fn local_peer(&self) -> PeerId {
-        self.shared.local
+        self.config.local
     }
 
     fn connected_peers(&self) -> &[PeerId] {
@@ -251,7 +312,7 @@ impl Host for Core {
         opcode: Opcode,
         timeout: Duration,
     ) -> RequestId {
-        let id = self.shared.next_request_id();
+        let id = self.next_request_id();
         let deadline = self.now + timeout;
         self.requests.insert(id, ProtocolRequest { protocol, peer: *peer, opcode, deadline });
         self.request_deadlines.insert((deadline, id));
