@@ -63,6 +63,8 @@ mod config;
 mod connections;
 mod core;
 mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host;
 mod identify;
 mod output;
@@ -70,3 +72,6 @@ mod output;
 pub use config::{AccessPolicy, HostConfig};
 pub use host::{DialRefusal, Host, RegisterError};
 pub use output::{HostEvent, Lane, Output, PingFailure, PingId, Transmit};
+
+#[cfg(test)]
+mod tests;
