@@ -105,6 +105,9 @@ pub struct Sim {
     /// Latency for new links: each link draws uniformly from this range.
     latency: (Duration, Duration),
     log: Option<Vec<String>>,
+    /// Each host's next deadline, and them all in order.
+    deadline_of: Vec<Option<Duration>>,
+    deadlines: std::collections::BTreeSet<(Duration, HostIdx)>,
     peers_config: PeersConfig,
     host_config: Box<dyn Fn(HostConfig) -> HostConfig>,
 }
@@ -137,6 +140,8 @@ impl Sim {
             next_port: 10_000,
             latency: (Duration::from_millis(5), Duration::from_millis(5)),
             log: Some(Vec::new()),
+            deadline_of: Vec::new(),
+            deadlines: std::collections::BTreeSet::new(),
             peers_config: PeersConfig::default(),
             host_config: Box::new(|c| c),
         }
@@ -193,6 +198,7 @@ impl Sim {
             lease: BTreeMap::new(),
             held: BTreeMap::new(),
         });
+        self.deadline_of.push(None);
         self.drain(idx);
         idx
     }
@@ -304,16 +310,23 @@ impl Sim {
         self.now = end;
     }
 
-    /// The earliest host deadline, as an offset, and its host. (A linear scan: fine for
-    /// thousands of hosts at the event rates of these tests.)
+    /// The earliest host deadline, as an offset, and its host.
     fn next_timer(&self) -> Option<(Duration, HostIdx)> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                h.host.poll_timeout().map(|at| (at.saturating_duration_since(self.base), i))
-            })
-            .min()
+        self.deadlines.first().copied()
+    }
+
+    /// Files host `idx`'s next deadline (after anything that may have changed it).
+    fn refresh_deadline(&mut self, idx: HostIdx) {
+        let at = self.hosts[idx].host.poll_timeout().map(|at| at.saturating_duration_since(self.base));
+        if self.deadline_of[idx] != at {
+            if let Some(old) = self.deadline_of[idx] {
+                self.deadlines.remove(&(old, idx));
+            }
+            if let Some(at) = at {
+                self.deadlines.insert((at, idx));
+            }
+            self.deadline_of[idx] = at;
+        }
     }
 
     fn apply(&mut self, ev: Ev) {
@@ -440,6 +453,7 @@ impl Sim {
         while let Some(output) = self.hosts[idx].host.poll_output() {
             self.output(idx, output);
         }
+        self.refresh_deadline(idx);
     }
 
     fn output(&mut self, idx: HostIdx, output: Output) {
