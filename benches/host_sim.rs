@@ -118,7 +118,8 @@ fn host_rate(count: usize) -> f64 {
     };
     assert!(host.handle_established(conn, established, now));
     while host.poll_output().is_some() {}
-    let frame = Frame::new(Opcode::app(1000).unwrap(), FrameKind::Message, Bytes::from(vec![7u8; 1024]));
+    let frame =
+        Frame::new(Opcode::app(1000).unwrap(), FrameKind::Message, Bytes::from(vec![7u8; 1024]));
     let start = Instant::now();
     let mut outputs = 0usize;
     for _ in 0..count {

@@ -317,7 +317,8 @@ impl Sim {
 
     /// Files host `idx`'s next deadline (after anything that may have changed it).
     fn refresh_deadline(&mut self, idx: HostIdx) {
-        let at = self.hosts[idx].host.poll_timeout().map(|at| at.saturating_duration_since(self.base));
+        let at =
+            self.hosts[idx].host.poll_timeout().map(|at| at.saturating_duration_since(self.base));
         if self.deadline_of[idx] != at {
             if let Some(old) = self.deadline_of[idx] {
                 self.deadlines.remove(&(old, idx));
