@@ -144,7 +144,7 @@ async fn a_dialler_that_stops_before_message_3_is_closed_within_the_message_time
     // ... and we send nothing more.
     let started = Instant::now();
     let failed = events.wait_for(WAIT, |e| match e {
-        Event::HandshakeFailed { error, .. } => Some(error.clone()),
+        Event::HandshakeFailed { error, .. } => Some(error.to_string()),
         _ => None,
     });
     let error = failed.await.expect("the handshake fails");
@@ -202,7 +202,7 @@ async fn handshakes_in_progress_are_limited_per_address() {
     );
     let refusal = events
         .wait_for(WAIT, |e| match e {
-            Event::InboundRefused { reason, .. } => Some(reason.clone()),
+            Event::InboundRefused { refusal, .. } => Some(refusal.to_string()),
             _ => None,
         })
         .await

@@ -167,7 +167,7 @@ async fn a_graceful_close_delivers_what_was_sent_before_it() {
         })
         .await
     );
-    a.disconnect(peer, sinew::DisconnectCode::SHUTDOWN).await;
+    a.disconnect(peer, sinew::DisconnectCode::SHUTDOWN).await.unwrap();
     let reason = sinew_tests::disconnected(&mut events, a.peer_id()).await;
     assert!(matches!(reason, sinew::Reason::Remote { .. }), "{reason:?}");
     // Everything had been delivered to the inbox before the disconnect was reported.
@@ -259,7 +259,7 @@ async fn a_dial_closed_as_it_completes_leaves_no_zombie_connection() {
     for _ in 0..100 {
         a.add_peer(addr(&b)).await.unwrap();
         tokio::task::yield_now().await;
-        a.remove_peer(b.peer_id()).await;
+        a.remove_peer(b.peer_id()).await.unwrap();
     }
     let none_left = sinew_tests::eventually(|| async {
         let (sa, sb) = (a.network_state().await.unwrap(), b.network_state().await.unwrap());
@@ -310,14 +310,14 @@ impl sinew::Protocol for Stamp {
 async fn protocol_frames_take_turns_with_an_application_backlog() {
     let seen = std::sync::Arc::default();
     let sent_at = std::sync::Arc::default();
-    let receiver = sinew::Node::builder(sinew::Keypair::generate())
+    let receiver = Node::builder(sinew::Keypair::generate())
         .listen("tcp://127.0.0.1:0".parse().unwrap())
         .configure(|c| c.recv_rate_limit = Some(RATE))
         .protocol(Stamp(std::sync::Arc::clone(&seen)))
         .start()
         .await
         .unwrap();
-    let sender = sinew::Node::builder(sinew::Keypair::generate())
+    let sender = Node::builder(sinew::Keypair::generate())
         .protocol(Pusher(std::sync::Arc::clone(&sent_at)))
         .start()
         .await

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 async fn refused_inbound(events: &mut sinew::Events) -> String {
     events
         .wait_for(WAIT, |e| match e {
-            Event::InboundRefused { reason, .. } => Some(reason.clone()),
+            Event::InboundRefused { refusal, .. } => Some(refusal.to_string()),
             _ => None,
         })
         .await

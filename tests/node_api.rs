@@ -81,11 +81,11 @@ async fn persistent_peers_reconnect_and_removed_ones_do_not() {
     // The dialler finishes its handshake first: wait until A knows B too.
     connected(&mut a_events, b.peer_id()).await;
     // A closes the connection: B redials by itself.
-    a.disconnect(b.peer_id(), DisconnectCode::SHUTDOWN).await;
+    a.disconnect(b.peer_id(), DisconnectCode::SHUTDOWN).await.unwrap();
     sinew_tests::disconnected(&mut events, a.peer_id()).await;
     connected(&mut events, a.peer_id()).await;
     // Removed: B closes and stays away.
-    b.remove_peer(a.peer_id()).await;
+    b.remove_peer(a.peer_id()).await.unwrap();
     assert_eq!(sinew_tests::disconnected(&mut events, a.peer_id()).await, sinew::Reason::Removed);
     let again = events
         .wait_for(Duration::from_millis(600), |e| {
@@ -162,4 +162,45 @@ async fn events_inboxes_and_stream_inboxes_are_streams() {
     let mut streams = streams.boxed();
     let incoming = tokio::time::timeout(WAIT, streams.next()).await.unwrap();
     assert!(incoming.is_some(), "the stream arrives through the Stream impl");
+}
+
+/// Commands about one peer say what they did, and the synchronous views agree with events.
+#[tokio::test]
+async fn commands_about_peers_report_what_they_did() {
+    let (a, b) = (node().await, node().await);
+    let stranger = Keypair::generate().peer_id();
+    assert!(!b.is_connected(&a.peer_id()));
+    assert_eq!(
+        b.disconnect(a.peer_id(), DisconnectCode::SHUTDOWN).await,
+        Err(sinew::PeerError::NotConnected)
+    );
+    assert_eq!(b.remove_peer(stranger).await, Err(sinew::PeerError::Unknown));
+    let mut events = b.events();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    assert!(b.is_connected(&peer), "connected once dial returns");
+    assert_eq!(b.connected_peers(), vec![peer]);
+    b.authorize(peer).await.unwrap();
+    b.disconnect(peer, DisconnectCode::SHUTDOWN).await.unwrap();
+    sinew_tests::disconnected(&mut events, peer).await;
+    assert!(!b.is_connected(&peer), "gone once PeerDisconnected is out");
+    assert_eq!(b.connected_peers(), Vec::<sinew::PeerId>::new());
+    b.shutdown().await;
+    assert_eq!(b.network_state().await.err(), Some(sinew::Stopped));
+    assert_eq!(b.authorize(peer).await, Err(sinew::PeerError::Stopped));
+}
+
+/// A send to a peer the node knew but that is gone dials it, and reports why that failed.
+#[tokio::test]
+async fn a_send_to_a_known_peer_that_is_down_reports_the_dial_error() {
+    let (a, b) = (node().await, node().await);
+    let mut events = a.events();
+    let peer = a.dial(addr(&b)).await.unwrap();
+    b.shutdown().await;
+    drop(b);
+    sinew_tests::disconnected(&mut events, peer).await;
+    let op = Opcode::app(1000).unwrap();
+    let sent = a.send(peer, op, Bytes::from_static(b"hi")).await;
+    assert_eq!(sent, Err(sinew::SendError::Dial(sinew::DialFailure::Unreachable)));
+    let stranger = Keypair::generate().peer_id();
+    assert_eq!(a.send(stranger, op, Bytes::new()).await, Err(sinew::SendError::NotConnected));
 }

@@ -92,7 +92,7 @@ async fn disconnect_and_redial_a_hundred_times() {
     for round in 0..100 {
         let peer = b.dial(addr(&a)).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
         b.ping(peer).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
-        b.disconnect(peer, sinew::DisconnectCode::SHUTDOWN).await;
+        b.disconnect(peer, sinew::DisconnectCode::SHUTDOWN).await.unwrap();
         disconnected(&mut events, peer).await;
     }
 }

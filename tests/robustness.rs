@@ -57,7 +57,7 @@ async fn garbage_truncated_and_tls_handshakes_are_refused_while_the_listener_ser
             .expect("the node closes the socket");
         let error = events
             .wait_for(WAIT, |e| match e {
-                Event::HandshakeFailed { error, .. } => Some(error.clone()),
+                Event::HandshakeFailed { error, .. } => Some(error.to_string()),
                 _ => None,
             })
             .await

@@ -125,7 +125,7 @@ pub(crate) async fn run(large_mib: usize, throughput_mib: u64) -> Result<(), Box
     println!("  {:.0} MB/s", perf.upload_mbps());
 
     println!("\n7. alice's network state");
-    let state = alice.network_state().await.ok_or("alice stopped")?;
+    let state = alice.network_state().await?;
     for p in &state.peers {
         println!(
             "  {} {:<6} {:<8} rtt {:>8} in {:>12} B out {:>10} B msgs {}/{} age {:.1}s",

@@ -160,12 +160,12 @@ fn log_event(event: &Event) {
         Event::PeerIdentified { peer, role, agent, .. } => {
             tracing::info!(%peer, role, agent, "peer identified")
         }
-        Event::DialFailed { addr, error } => tracing::warn!(%addr, error, "dial failed"),
+        Event::DialFailed { addr, error } => tracing::warn!(%addr, %error, "dial failed"),
         Event::HandshakeFailed { remote, error } => {
-            tracing::warn!(%remote, error, "handshake failed")
+            tracing::warn!(%remote, %error, "handshake failed")
         }
-        Event::InboundRefused { remote, reason } => {
-            tracing::warn!(%remote, reason, "inbound refused")
+        Event::InboundRefused { remote, refusal } => {
+            tracing::warn!(%remote, %refusal, "inbound refused")
         }
         Event::AddressesChanged { addrs } => {
             let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();

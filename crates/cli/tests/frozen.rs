@@ -100,7 +100,7 @@ async fn disconnect_reaches_a_frozen_peer_within_its_grace() {
     let mut frozen = frozen_peer().await;
     let grace = frozen.sender.config().close_grace;
     let since = Instant::now();
-    frozen.sender.disconnect(frozen.peer, sinew::DisconnectCode::SHUTDOWN).await;
+    frozen.sender.disconnect(frozen.peer, sinew::DisconnectCode::SHUTDOWN).await.unwrap();
     disconnected_within(&mut frozen, since, grace).await;
 }
 
@@ -109,7 +109,7 @@ async fn remove_peer_reaches_a_frozen_peer_within_its_grace() {
     let mut frozen = frozen_peer().await;
     let grace = frozen.sender.config().close_grace;
     let since = Instant::now();
-    frozen.sender.remove_peer(frozen.peer).await;
+    frozen.sender.remove_peer(frozen.peer).await.unwrap();
     let reason = disconnected_within(&mut frozen, since, grace).await;
     assert_eq!(reason, Reason::Removed);
 }

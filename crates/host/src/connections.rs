@@ -54,6 +54,9 @@ impl Host {
     /// A dial failed before a connection was established.
     pub fn handle_dial_failed(&mut self, conn: ConnId, failure: DialFailure, now: Instant) {
         self.core.now = now;
+        if self.core.dial_owners.contains_key(&conn) {
+            self.core.dial_failures.insert(conn, failure);
+        }
         self.core.peers.dial_failed(conn, failure, now);
         self.settle();
     }
@@ -248,10 +251,12 @@ impl Host {
             Action::PeerDisconnected { peer, reason } => self.peer_disconnected(peer, reason),
             Action::ConnectionReplaced { peer, old: _, new } => self.activate(peer, new),
             Action::DialSucceeded { conn, peer } => {
-                outputs.push_back(Output::DialSucceeded { conn, peer })
+                outputs.push_back(Output::DialSucceeded { conn, peer });
+                self.dial_ended(conn, Ok(peer));
             }
             Action::DialFailed { conn, addr } => {
-                outputs.push_back(Output::DialFailed { conn, addr })
+                outputs.push_back(Output::DialFailed { conn, addr });
+                self.dial_ended(conn, Err(()));
             }
             _ => {}
         }

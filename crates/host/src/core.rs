@@ -62,8 +62,13 @@ pub(crate) struct ProtocolRequest {
 /// Everything protocols can see or change through their [`sinew_protocol::Host`].
 pub(crate) struct Core {
     pub(crate) now: Instant,
-    /// Unix time at `now`.
+    /// Unix time at the instant `unix_at`: unix time now is `unix + (now - unix_at)`.
     pub(crate) unix: Duration,
+    pub(crate) unix_at: Instant,
+    /// Dials protocols asked for, by connection: who to tell how each ended.
+    pub(crate) dial_owners: BTreeMap<ConnId, (Addr, Vec<ProtocolId>)>,
+    /// Why each failed dial failed, until the manager's verdict.
+    pub(crate) dial_failures: BTreeMap<ConnId, sinew_peers::DialFailure>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) config: HostConfig,
     pub(crate) peers: PeerManager,
@@ -112,6 +117,9 @@ impl Core {
         Self {
             now,
             unix: Duration::ZERO,
+            unix_at: now,
+            dial_owners: BTreeMap::new(),
+            dial_failures: BTreeMap::new(),
             rng,
             config,
             peers,
@@ -283,6 +291,10 @@ impl Core {
 impl sinew_protocol::Host for Core {
     fn now(&self) -> Instant {
         self.now
+    }
+
+    fn unix_time(&self) -> Duration {
+        self.unix + self.now.saturating_duration_since(self.unix_at)
     }
 
     fn rng(&mut self) -> &mut dyn Rng {

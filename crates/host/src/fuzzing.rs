@@ -256,8 +256,8 @@ impl<'a> Harness<'a> {
                 match self.input.pick(4) {
                     0 => drop(self.host.ping(peer, now)),
                     1 => self.host.authorize(peer, now),
-                    2 => self.host.remove_peer(peer, now),
-                    _ => self.host.disconnect(peer, DisconnectCode::IDLE, String::new()),
+                    2 => drop(self.host.remove_peer(peer, now)),
+                    _ => drop(self.host.disconnect(peer, DisconnectCode::IDLE, String::new())),
                 }
             }
             12 => {

@@ -204,14 +204,13 @@ impl Host {
         use sinew_protocol::Command;
         let commands = std::mem::take(&mut self.core.pending_commands);
         let any = !commands.is_empty();
-        for (_protocol, command) in commands {
+        for (protocol, command) in commands {
             match command {
                 Command::Authorize(peer) => self.authorize_now(peer),
-                Command::Disconnect(peer, code, message) => self.disconnect(peer, code, message),
-                Command::Dial(addr) => {
-                    let now = self.core.now;
-                    let _ = self.core.peers.dial(addr, now);
+                Command::Disconnect(peer, code, message) => {
+                    let _ = self.disconnect(peer, code, message);
                 }
+                Command::Dial(addr) => self.protocol_dial(protocol, addr),
                 Command::AddPeer(addr) => {
                     let now = self.core.now;
                     let _ = self.core.peers.add_peer(addr, now);
@@ -223,6 +222,35 @@ impl Host {
             }
         }
         any
+    }
+
+    /// A dial a protocol asked for: it learns the outcome in `on_dial_outcome`.
+    fn protocol_dial(&mut self, protocol: ProtocolId, addr: Addr) {
+        let now = self.core.now;
+        let result = match self.core.peers.dial(addr.clone(), now) {
+            Ok(DialTicket::Pending(conn)) => {
+                let owners =
+                    self.core.dial_owners.entry(conn).or_insert_with(|| (addr, Vec::new()));
+                owners.1.push(protocol);
+                return;
+            }
+            Ok(DialTicket::Connected(peer)) => Ok(peer),
+            Err(_) => Err(sinew_protocol::DialFailure::Limit),
+        };
+        let outcome = sinew_protocol::DialOutcome { addr, result };
+        self.call(protocol, |p, ctx| p.on_dial_outcome(ctx, &outcome));
+    }
+
+    /// Tells the protocols that asked for dial `conn` how it ended.
+    pub(crate) fn dial_ended(&mut self, conn: ConnId, result: Result<PeerId, ()>) {
+        let failure = self.core.dial_failures.remove(&conn);
+        let Some((addr, owners)) = self.core.dial_owners.remove(&conn) else { return };
+        let result =
+            result.map_err(|()| failure.map_or(sinew_protocol::DialFailure::Closed, dial_failure));
+        let outcome = sinew_protocol::DialOutcome { addr, result };
+        for protocol in owners {
+            self.call(protocol, |p, ctx| p.on_dial_outcome(ctx, &outcome));
+        }
     }
 
     /// Closes the connections whose remote asked faster than it read the answers.
@@ -257,13 +285,15 @@ impl Host {
     }
 
     /// Closes `peer`'s active connection with `code` and `message`. A protocol error closes
-    /// at once; any other reason delivers what was sent first.
-    pub fn disconnect(&mut self, peer: PeerId, code: DisconnectCode, message: String) {
-        if let Some(conn) = self.core.peers.active_connection(&peer)
-            && self.core.conns.contains_key(&conn)
-        {
-            let graceful = code != DisconnectCode::PROTOCOL_ERROR;
-            self.core.outputs.push_back(Output::Close { conn, code, message, graceful });
+    /// at once; any other reason delivers what was sent first. Whether it was connected.
+    pub fn disconnect(&mut self, peer: PeerId, code: DisconnectCode, message: String) -> bool {
+        match self.core.peers.active_connection(&peer) {
+            Some(conn) if self.core.conns.contains_key(&conn) => {
+                let graceful = code != DisconnectCode::PROTOCOL_ERROR;
+                self.core.outputs.push_back(Output::Close { conn, code, message, graceful });
+                true
+            }
+            _ => false,
         }
     }
 
@@ -274,6 +304,7 @@ impl Host {
         self.core.now = now;
         if let Some(unix) = unix {
             self.core.unix = unix;
+            self.core.unix_at = now;
         }
     }
 
@@ -307,15 +338,18 @@ impl Host {
         result
     }
 
-    /// Stops keeping a peer connected, and disconnects it.
-    pub fn remove_peer(&mut self, peer: PeerId, now: Instant) {
+    /// Stops keeping a peer connected, and disconnects it. Whether it was kept or connected.
+    pub fn remove_peer(&mut self, peer: PeerId, now: Instant) -> bool {
         self.core.now = now;
+        let known = self.core.info.contains_key(&peer)
+            || self.core.peers.persistent_peers().contains(&peer);
         self.core.peers.remove_peer(&peer, now);
         if !self.core.info.contains_key(&peer) {
             self.core.waiting.remove(&peer);
             self.core.outputs.push_back(Output::PeerGone { peer, keep_queue: false });
         }
         self.settle();
+        known
     }
 
     /// Authorizes a peer.
@@ -416,9 +450,9 @@ impl Host {
         self.core.shutting_down
     }
 
-    /// The unix time the host was last told.
+    /// Unix time now, from what the host was last told ([`Host::set_time`]).
     pub fn unix_time(&self) -> Duration {
-        self.core.unix
+        sinew_protocol::Host::unix_time(&self.core)
     }
 
     /// The next thing the driver must do, if any.
@@ -429,5 +463,21 @@ impl Host {
     /// When the driver must call [`Host::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.next_deadline()
+    }
+}
+
+/// The peer manager's dial failure as protocols learn it.
+fn dial_failure(failure: sinew_peers::DialFailure) -> sinew_protocol::DialFailure {
+    use sinew_peers::DialFailure as F;
+    use sinew_protocol::DialFailure as P;
+    match failure {
+        F::Unreachable => P::Unreachable,
+        F::Timeout => P::Timeout,
+        F::Handshake => P::Handshake,
+        F::UnexpectedPeer => P::UnexpectedPeer,
+        F::SelfConnection => P::SelfConnection,
+        F::UnsupportedScheme => P::UnsupportedScheme,
+        F::Refused => P::Refused,
+        _ => P::Closed,
     }
 }

@@ -66,7 +66,7 @@ impl Host {
             Err(error) => {
                 tracing::debug!(%peer, %error, "malformed identify");
                 let reason = format!("malformed identify: {error}");
-                self.disconnect(peer, DisconnectCode::PROTOCOL_ERROR, reason);
+                let _ = self.disconnect(peer, DisconnectCode::PROTOCOL_ERROR, reason);
                 return;
             }
         };

@@ -90,6 +90,48 @@ pub enum DialError {
     ShuttingDown,
 }
 
+impl DialError {
+    /// What kind of failure this is, as senders and protocols learn it.
+    pub fn failure(&self) -> sinew_protocol::DialFailure {
+        use sinew_protocol::DialFailure as F;
+        match self {
+            Self::Limit(_) => F::Limit,
+            Self::Refused { .. } => F::Refused,
+            Self::Transport(error) => match crate::driver::dial_failure(error) {
+                sinew_peers::DialFailure::Timeout => F::Timeout,
+                sinew_peers::DialFailure::Handshake => F::Handshake,
+                sinew_peers::DialFailure::UnexpectedPeer => F::UnexpectedPeer,
+                sinew_peers::DialFailure::SelfConnection => F::SelfConnection,
+                sinew_peers::DialFailure::UnsupportedScheme => F::UnsupportedScheme,
+                sinew_peers::DialFailure::Refused => F::Refused,
+                _ => F::Unreachable,
+            },
+            Self::NoAddress => F::NoAddress,
+            Self::Closed | Self::ShuttingDown => F::Closed,
+        }
+    }
+}
+
+/// The node has stopped: it takes no more commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node has stopped")]
+pub struct Stopped;
+
+/// Why a command about one peer did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// The peer is not connected.
+    #[error("the peer is not connected")]
+    NotConnected,
+    /// The peer is neither connected nor kept connected.
+    #[error("the peer is neither connected nor kept")]
+    Unknown,
+}
+
 /// Why a request got no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -54,22 +54,22 @@ pub enum Event {
     DialFailed {
         /// The address dialled.
         addr: Addr,
-        /// Why, as text.
-        error: String,
+        /// Why.
+        error: crate::DialError,
     },
     /// An inbound connection was refused before its handshake (a connection limit).
     InboundRefused {
         /// The remote socket.
         remote: SocketAddr,
         /// Which limit.
-        reason: String,
+        refusal: sinew_peers::Refusal,
     },
     /// An inbound handshake failed (garbage, wrong protocol, timeout...). The listener goes on.
     HandshakeFailed {
         /// The remote socket.
         remote: SocketAddr,
         /// Why.
-        error: String,
+        error: std::sync::Arc<sinew_transport::UpgradeError>,
     },
     /// A message was dropped: an inbox or a queue was full.
     MessageDropped {

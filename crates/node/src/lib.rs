@@ -57,7 +57,8 @@ pub use bytes::Bytes;
 pub use config::{AccessPolicy, NodeConfig, PerfLimits};
 pub use conn::outbound::PerfReport;
 pub use error::{
-    ConfigError, DialError, RegisterError, RequestError, SendError, StartError, StreamError,
+    ConfigError, DialError, PeerError, RegisterError, RequestError, SendError, StartError, Stopped,
+    StreamError,
 };
 pub use events::{DropReason, Event, Events};
 pub use node::{Node, NodeBuilder, ProtocolHandle};
@@ -66,8 +67,8 @@ pub use sinew_codec::{Opcode, OpcodeRange, Status};
 pub use sinew_nat::{MappingMethod, NatEvent, NatState, PortMapperConfig};
 pub use sinew_peers::{PeersConfig, Refusal};
 pub use sinew_protocol::{
-    BroadcastReport, Ctx, Handled, Message, Opcodes, PeerInfo, Protocol, ProtocolEvent, Reason,
-    RequestFailure, Response, TimerId,
+    BroadcastReport, Ctx, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo, Protocol,
+    ProtocolEvent, Reason, RequestFailure, Response, TimerId,
 };
 pub use sinew_tcp::TcpConfig;
 pub use sinew_transport::NoiseSuite;

@@ -21,7 +21,9 @@ use crate::builtin::{Inbox, InboxProtocol};
 use crate::config::NodeConfig;
 use crate::conn::outbound::{self, PerfReport};
 use crate::driver::{Command, Driver, DriverChannels};
-use crate::error::{DialError, RegisterError, RequestError, StartError, StreamError};
+use crate::error::{
+    DialError, PeerError, RegisterError, RequestError, StartError, Stopped, StreamError,
+};
 use crate::events::{Event, Events};
 use crate::shared::{PeerSlot, Shared, SharedParts, Waiter};
 use crate::state::NetworkState;
@@ -304,19 +306,39 @@ impl Node {
             .unwrap_or(Err(DialError::ShuttingDown))
     }
 
-    /// Forgets a peer (no more reconnection) and closes its connection.
-    pub async fn remove_peer(&self, peer: PeerId) {
-        let _ = self.shared.commands.send(Command::RemovePeer { peer }).await;
+    /// Forgets a peer (no more reconnection) and closes its connection. `Unknown` if it was
+    /// neither kept nor connected.
+    pub async fn remove_peer(&self, peer: PeerId) -> Result<(), PeerError> {
+        match self.command(|reply| Command::RemovePeer { peer, reply }).await {
+            Some(true) => Ok(()),
+            Some(false) => Err(PeerError::Unknown),
+            None => Err(PeerError::Stopped),
+        }
     }
 
     /// Closes the connection to a peer with a reason (a persistent peer will reconnect).
-    pub async fn disconnect(&self, peer: PeerId, code: DisconnectCode) {
-        let _ = self.shared.commands.send(Command::Disconnect { peer, code }).await;
+    /// `NotConnected` if there was no connection.
+    pub async fn disconnect(&self, peer: PeerId, code: DisconnectCode) -> Result<(), PeerError> {
+        match self.command(|reply| Command::Disconnect { peer, code, reply }).await {
+            Some(true) => Ok(()),
+            Some(false) => Err(PeerError::NotConnected),
+            None => Err(PeerError::Stopped),
+        }
     }
 
-    /// Marks a peer authorized.
-    pub async fn authorize(&self, peer: PeerId) {
-        let _ = self.shared.commands.send(Command::Authorize { peer }).await;
+    /// Marks a peer authorized (a peer not connected yet is authorized when it connects).
+    pub async fn authorize(&self, peer: PeerId) -> Result<(), PeerError> {
+        self.command(|reply| Command::Authorize { peer, reply }).await.ok_or(PeerError::Stopped)
+    }
+
+    /// Whether `peer` is connected now (no round trip to the driver).
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.shared.peer(peer).is_some()
+    }
+
+    /// The peers connected now, sorted (no round trip to the driver).
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.shared.connected_peers()
     }
 
     /// The peer's slot, connecting first if it is known but not connected.
@@ -329,8 +351,10 @@ impl Node {
         }
         match self.command(|reply| Command::Connect { peer, reply }).await {
             Some(Ok(_)) => self.shared.peer(&peer).ok_or(SendError::NotConnected),
-            Some(Err(_)) => Err(SendError::NotConnected),
-            None => Err(SendError::ShuttingDown),
+            Some(Err(DialError::ShuttingDown)) | None => Err(SendError::ShuttingDown),
+            // Nothing known to dial: not connected, as for any stranger.
+            Some(Err(DialError::NoAddress)) => Err(SendError::NotConnected),
+            Some(Err(error)) => Err(SendError::Dial(error.failure())),
         }
     }
 
@@ -584,9 +608,10 @@ impl Node {
         self.command(|reply| Command::Unregister { id: handle.0, reply }).await.unwrap_or(false)
     }
 
-    /// A snapshot of peers, addresses, traffic and round-trip times.
-    pub async fn network_state(&self) -> Option<NetworkState> {
-        self.command(|reply| Command::State { reply }).await
+    /// A snapshot of peers, addresses, traffic and round-trip times; [`Stopped`] once the
+    /// node has stopped.
+    pub async fn network_state(&self) -> Result<NetworkState, Stopped> {
+        self.command(|reply| Command::State { reply }).await.ok_or(Stopped)
     }
 
     /// Subscribes to the node's events.

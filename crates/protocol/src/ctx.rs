@@ -38,6 +38,8 @@ pub enum Command {
 pub trait Host {
     /// The current time (virtual in simulations).
     fn now(&self) -> Instant;
+    /// Unix time now (since 1970-01-01 UTC; virtual in simulations): for records that expire.
+    fn unix_time(&self) -> Duration;
     /// The host's seeded RNG.
     fn rng(&mut self) -> &mut dyn Rng;
     /// This node's peer id.
@@ -83,6 +85,12 @@ impl<'a> Ctx<'a> {
     /// The current time.
     pub fn now(&self) -> Instant {
         self.host.now()
+    }
+
+    /// Unix time now (since 1970-01-01 UTC), as the host was told: for signed records and
+    /// expiries that other nodes read.
+    pub fn unix_time(&self) -> Duration {
+        self.host.unix_time()
     }
 
     /// The host's seeded RNG (deterministic in simulations).
@@ -249,7 +257,7 @@ impl<'a> Ctx<'a> {
         self.host.command(self.protocol, Command::Disconnect(*peer, code, reason.to_owned()));
     }
 
-    /// Dials an address once.
+    /// Dials an address once; [`crate::Protocol::on_dial_outcome`] tells how it ended.
     pub fn dial(&mut self, addr: Addr) {
         self.host.command(self.protocol, Command::Dial(addr));
     }

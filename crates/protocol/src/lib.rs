@@ -9,7 +9,8 @@
 //!
 //! Order of calls for one protocol: `on_start` once; then any interleaving of
 //! `on_peer_connected` (before any message from that peer), `on_peer_identified`,
-//! `on_message`, `on_response`, `on_timer`, `on_addresses_changed` and `on_peer_disconnected`
+//! `on_message`, `on_response`, `on_timer`, `on_dial_outcome`, `on_addresses_changed` and
+//! `on_peer_disconnected`
 //! (after the peer's last message); `on_stop` once at the end. Callbacks of one node never run concurrently.
 //!
 //! A protocol that needs long work spawns its own task and talks to the node through the
@@ -56,8 +57,8 @@ mod types;
 pub use ctx::{Command, Ctx, Host, ProtocolId};
 pub use sinew_codec::{FrameKind, Opcode, OpcodeRange, Status};
 pub use types::{
-    BroadcastReport, Handled, Message, Opcodes, PeerInfo, ProtocolEvent, Reason, RequestFailure,
-    RequestId, Response, SendError, TimerId,
+    BroadcastReport, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo, ProtocolEvent,
+    Reason, RequestFailure, RequestId, Response, SendError, TimerId,
 };
 
 use sinew_types::PeerId;
@@ -108,6 +109,11 @@ pub trait Protocol: Send + 'static {
     /// an external address). Identify re-announces; registrations should follow.
     fn on_addresses_changed(&mut self, ctx: &mut Ctx<'_>, addrs: &[sinew_types::Addr]) {
         let _ = (ctx, addrs);
+    }
+
+    /// A dial this protocol asked for with [`Ctx::dial`] ended.
+    fn on_dial_outcome(&mut self, ctx: &mut Ctx<'_>, outcome: &DialOutcome) {
+        let _ = (ctx, outcome);
     }
 
     /// A timer set with [`Ctx::set_timer`] fired.

@@ -29,6 +29,8 @@ pub struct TestHost {
     next_id: u64,
     /// Peers whose queue is "full": sends to them fail with [`SendError::Full`].
     pub full: Vec<PeerId>,
+    /// The unix time protocols see (set it freely).
+    pub unix: Duration,
 }
 
 impl TestHost {
@@ -46,6 +48,7 @@ impl TestHost {
             timers: BTreeMap::new(),
             next_id: 1,
             full: Vec::new(),
+            unix: Duration::ZERO,
         }
     }
 
@@ -104,6 +107,10 @@ impl TestHost {
 impl Host for TestHost {
     fn now(&self) -> Instant {
         self.now
+    }
+
+    fn unix_time(&self) -> Duration {
+        self.unix
     }
 
     fn rng(&mut self) -> &mut dyn Rng {

@@ -226,6 +226,54 @@ pub enum SendError {
     /// full, or the transfer was slower than the minimum rate.
     #[error("the large message was reset before it was delivered")]
     Reset,
+    /// The peer was known but not connected, and dialling it failed.
+    #[error("the peer is not connected, and dialling it failed: {0}")]
+    Dial(DialFailure),
+}
+
+/// Why a dial failed, as senders and protocols learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The address could not be reached (resolution, connection refused, unreachable).
+    #[error("unreachable")]
+    Unreachable,
+    /// The dial or its handshake timed out.
+    #[error("timed out")]
+    Timeout,
+    /// The security handshake failed.
+    #[error("handshake failed")]
+    Handshake,
+    /// Another identity than the address names answered.
+    #[error("another peer answered")]
+    UnexpectedPeer,
+    /// The address leads back to this node.
+    #[error("the address is our own")]
+    SelfConnection,
+    /// No transport handles the address's scheme.
+    #[error("no transport for the address")]
+    UnsupportedScheme,
+    /// The remote refused the connection for one of its limits.
+    #[error("refused by the remote's limits")]
+    Refused,
+    /// One of our own connection limits refused the dial.
+    #[error("refused by our own limits")]
+    Limit,
+    /// No address is known for the peer.
+    #[error("no known address")]
+    NoAddress,
+    /// The connection closed before it could be used.
+    #[error("closed during setup")]
+    Closed,
+}
+
+/// How a dial a protocol asked for ([`crate::Ctx::dial`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialOutcome {
+    /// The address dialled.
+    pub addr: Addr,
+    /// The peer reached, or why not.
+    pub result: Result<PeerId, DialFailure>,
 }
 
 /// What a broadcast reached.

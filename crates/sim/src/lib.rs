@@ -180,6 +180,7 @@ impl Sim {
         let now = self.instant();
         let rng = ChaCha8Rng::seed_from_u64(self.rng.next_u64());
         let mut host = Host::new(config, manager, rng, now);
+        host.set_time(now, Some(self.unix_epoch() + self.now));
         for protocol in protocols {
             host.register(protocol).unwrap_or_else(|e| panic!("register: {e}"));
         }
@@ -206,6 +207,11 @@ impl Sim {
     /// Adds a started host with the built-in protocols only.
     pub fn add_host(&mut self) -> HostIdx {
         self.add_host_with(Vec::new())
+    }
+
+    /// The unix time at the simulation's start (every host's clock agrees): 2026-01-01.
+    pub fn unix_epoch(&self) -> Duration {
+        Duration::from_secs(1_767_225_600)
     }
 
     /// The virtual time now, as an instant.

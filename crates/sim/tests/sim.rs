@@ -241,3 +241,37 @@ fn the_simultaneous_dial_race_over_a_thousand_seeds() {
         assert_in_order_once(&seen_b, &[pa], to_b, &format!("seed {seed}: b"));
     }
 }
+
+/// Dials an address when it starts, and keeps how the dial ended and the unix time then.
+struct Dialler(sinew_types::Addr, Arc<Mutex<Vec<(sinew_protocol::DialOutcome, Duration)>>>);
+impl Protocol for Dialler {
+    fn opcodes(&self) -> Opcodes {
+        Opcodes::none()
+    }
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.dial(self.0.clone());
+    }
+    fn on_dial_outcome(&mut self, ctx: &mut Ctx<'_>, outcome: &sinew_protocol::DialOutcome) {
+        self.1.lock().unwrap().push((outcome.clone(), ctx.unix_time()));
+    }
+}
+
+#[test]
+fn a_protocol_learns_how_its_dials_ended() {
+    let mut sim = Sim::new(3);
+    let target = sim.add_host();
+    let nowhere: sinew_types::Addr = "tcp://192.0.2.99:4001".parse().unwrap();
+    let (good, bad) = (Arc::default(), Arc::default());
+    sim.add_host_with(vec![Box::new(Dialler(sim.addr(target), Arc::clone(&good)))]);
+    sim.add_host_with(vec![Box::new(Dialler(nowhere.clone(), Arc::clone(&bad)))]);
+    sim.run_for(Duration::from_secs(1));
+    let good = good.lock().unwrap();
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0].0.result, Ok(sim.peer_id(target)));
+    // The unix time advances with the virtual clock (10 ms: a round trip of 5 ms links).
+    assert_eq!(good[0].1, sim.unix_epoch() + Duration::from_millis(10));
+    let bad = bad.lock().unwrap();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].0.result, Err(sinew_protocol::DialFailure::Unreachable));
+    assert_eq!(bad[0].0.addr, nowhere);
+}

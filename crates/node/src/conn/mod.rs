@@ -59,7 +59,11 @@ pub(crate) enum ConnEvent {
     /// An outbound dial finished.
     Dialed { conn: ConnId, result: Result<Box<Connection>, Arc<sinew_transport::DialError>> },
     /// An inbound upgrade finished.
-    Upgraded { conn: ConnId, remote: std::net::SocketAddr, result: Result<Box<Connection>, String> },
+    Upgraded {
+        conn: ConnId,
+        remote: std::net::SocketAddr,
+        result: Result<Box<Connection>, Arc<sinew_transport::UpgradeError>>,
+    },
     /// A frame arrived (on a lane, or a large message on its own stream).
     Frame { conn: ConnId, frame: Frame },
     /// The remote said goodbye on the control stream.

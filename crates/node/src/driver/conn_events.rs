@@ -135,7 +135,7 @@ impl Driver {
             Ok(conn) => {
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = incoming.upgrade().await.map(Box::new).map_err(|e| e.to_string());
+                    let result = incoming.upgrade().await.map(Box::new).map_err(Arc::new);
                     let _ = tx.send(ConnEvent::Upgraded { conn, remote, result }).await;
                 });
                 self.pending.insert(conn, task.abort_handle());

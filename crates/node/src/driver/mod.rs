@@ -28,6 +28,8 @@ use crate::stats::ConnStats;
 
 /// Refused sockets kept at once to deliver their refusal record (each for at most a second);
 /// beyond that, refused sockets are closed without one.
+pub(crate) use convert::dial_failure;
+
 pub(crate) const REFUSALS_IN_FLIGHT: usize = 64;
 
 /// From `Node` handles to the driver.
@@ -47,13 +49,16 @@ pub(crate) enum Command {
     },
     RemovePeer {
         peer: PeerId,
+        reply: oneshot::Sender<bool>,
     },
     Authorize {
         peer: PeerId,
+        reply: oneshot::Sender<()>,
     },
     Disconnect {
         peer: PeerId,
         code: DisconnectCode,
+        reply: oneshot::Sender<bool>,
     },
     /// An application ping on the system lane.
     Ping {
@@ -220,9 +225,16 @@ impl Driver {
             Command::AddPeer { addr, reply } => {
                 let _ = reply.send(self.host.add_peer(addr, now).map_err(DialError::Limit));
             }
-            Command::RemovePeer { peer } => self.host.remove_peer(peer, now),
-            Command::Authorize { peer } => self.host.authorize(peer, now),
-            Command::Disconnect { peer, code } => self.host.disconnect(peer, code, String::new()),
+            Command::RemovePeer { peer, reply } => {
+                let _ = reply.send(self.host.remove_peer(peer, now));
+            }
+            Command::Authorize { peer, reply } => {
+                self.host.authorize(peer, now);
+                let _ = reply.send(());
+            }
+            Command::Disconnect { peer, code, reply } => {
+                let _ = reply.send(self.host.disconnect(peer, code, String::new()));
+            }
             Command::Ping { peer, reply } => match self.host.ping(peer, now) {
                 Ok(id) => {
                     self.ping_waiters.insert(id, reply);

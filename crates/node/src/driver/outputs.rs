@@ -75,7 +75,7 @@ impl Driver {
             }
             Output::DialFailed { conn, addr } => {
                 let error = self.dial_errors.remove(&conn).unwrap_or(DialError::Closed);
-                self.shared.emit(Event::DialFailed { addr, error: error.to_string() });
+                self.shared.emit(Event::DialFailed { addr, error: error.clone() });
                 for waiter in self.dial_waiters.remove(&conn).unwrap_or_default() {
                     let _ = waiter.send(Err(error.clone()));
                 }
@@ -199,9 +199,7 @@ fn event_of(event: HostEvent) -> Event {
             Event::PeerIdentified { peer, role, agent, listen_addrs }
         }
         HostEvent::PeerDisconnected { peer, reason } => Event::PeerDisconnected { peer, reason },
-        HostEvent::InboundRefused { remote, refusal } => {
-            Event::InboundRefused { remote, reason: refusal.to_string() }
-        }
+        HostEvent::InboundRefused { remote, refusal } => Event::InboundRefused { remote, refusal },
         HostEvent::RemoteError { peer, opcode, status } => {
             Event::RemoteError { peer, opcode, status }
         }
