@@ -131,3 +131,47 @@ async fn a_panicking_protocol_is_removed_and_the_node_goes_on() {
         "{answer:?}"
     );
 }
+
+/// Keeps a list the application edits; tells it each length, and pings its peers on demand.
+struct Roster(Vec<String>);
+impl Protocol for Roster {
+    fn opcodes(&self) -> Opcodes {
+        Opcodes::none()
+    }
+}
+impl sinew::Commands for Roster {
+    type Command = String;
+    type Answer = Vec<String>;
+    type Notice = usize;
+    fn on_command(&mut self, ctx: &mut Ctx<'_>, name: String) -> Vec<String> {
+        self.0.push(name);
+        ctx.notify(self.0.len());
+        self.0.clone()
+    }
+}
+
+/// A protocol's handle: typed commands and answers, its notices bounded with the oldest
+/// dropped and counted, and a typed error once it is unregistered.
+#[tokio::test]
+async fn a_protocol_handle_carries_typed_commands_and_a_bounded_feed() {
+    let node = sinew_tests::node_with(|c| c.feed_capacity = 4).await;
+    let mut roster = node.register_with_handle(Roster(Vec::new())).await.unwrap();
+    assert_eq!(roster.call("a".into()).await.unwrap(), vec!["a".to_string()]);
+    assert_eq!(roster.notices().next().await, Some(Ok(1)));
+    for name in ["b", "c", "d", "e", "f", "g"] {
+        roster.call(name.into()).await.unwrap();
+    }
+    // Six notices into a feed of four: the two oldest were dropped, and the reader is told.
+    let feed = roster.notices();
+    assert_eq!(feed.next().await, Some(Err(sinew::Lagged(2))));
+    let rest: Vec<_> = [feed.next().await, feed.next().await, feed.next().await, feed.next().await]
+        .into_iter()
+        .map(|n| n.unwrap().unwrap())
+        .collect();
+    assert_eq!(rest, vec![4, 5, 6, 7], "in order, the newest kept");
+    assert!(node.unregister(roster.id()).await);
+    assert_eq!(roster.call("h".into()).await, Err(sinew::CallError::Unregistered));
+    assert_eq!(roster.notices().next().await, None, "the feed ends with the protocol");
+    node.shutdown().await;
+    assert_eq!(roster.call("i".into()).await, Err(sinew::CallError::Stopped));
+}

@@ -34,6 +34,24 @@ pub enum RegisterError {
     ShuttingDown,
 }
 
+/// Why [`Host::call`] got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The protocol is not registered (any more).
+    #[error("the protocol is not registered")]
+    Unregistered,
+    /// The protocol does not take this command.
+    #[error("the protocol does not take this command")]
+    Unsupported,
+    /// The protocol panicked handling it (it was removed).
+    #[error("the protocol panicked")]
+    Panicked,
+    /// The node running the host has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
 /// Why [`Host::dial_peer`] dialled nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -145,7 +163,30 @@ impl Host {
         let removed = self.protocols.remove(&id).is_some();
         self.core.routes.retain(|(_, owner)| *owner != id);
         self.settle();
+        if removed {
+            self.core.outputs.push_back(Output::ProtocolGone { protocol: id });
+        }
         removed
+    }
+
+    /// Hands a registered protocol an application command (its type erased; see
+    /// [`sinew_protocol::Commands`]) and returns its answer.
+    pub fn call_protocol(
+        &mut self,
+        id: ProtocolId,
+        command: sinew_protocol::Erased,
+        now: Instant,
+    ) -> Result<sinew_protocol::Erased, CallError> {
+        self.core.now = now;
+        if !self.protocols.contains_key(&id) {
+            return Err(CallError::Unregistered);
+        }
+        let mut answer = Err(CallError::Panicked);
+        self.call(id, |p, ctx| {
+            answer = p.on_erased_command(ctx, command).map_err(|_| CallError::Unsupported);
+        });
+        self.settle();
+        answer
     }
 
     /// Calls one protocol with a context. A panic inside it is caught here: that protocol is
@@ -185,6 +226,7 @@ impl Host {
         tracing::error!(protocol = slot.name, %message, "protocol panicked; removed");
         let event = HostEvent::ProtocolPanicked { protocol: slot.name, message };
         self.core.outputs.push_back(Output::Event(event));
+        self.core.outputs.push_back(Output::ProtocolGone { protocol: id });
     }
 
     /// Applies everything the peer manager and the protocols asked for until nothing is left.
@@ -217,6 +259,9 @@ impl Host {
                 }
                 Command::Emit(event) => {
                     self.core.outputs.push_back(Output::Event(HostEvent::Protocol(event)))
+                }
+                Command::Notify(notice) => {
+                    self.core.outputs.push_back(Output::Notice { protocol, notice })
                 }
                 _ => {}
             }

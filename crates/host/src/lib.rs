@@ -70,7 +70,7 @@ mod identify;
 mod output;
 
 pub use config::{AccessPolicy, HostConfig};
-pub use host::{DialRefusal, Host, RegisterError};
+pub use host::{CallError, DialRefusal, Host, RegisterError};
 pub use output::{HostEvent, Lane, Output, PingFailure, PingId, Transmit};
 
 #[cfg(test)]

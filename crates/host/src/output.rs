@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, Opcode, Status};
 use sinew_peers::{ConnId, Refusal};
-use sinew_protocol::{ProtocolEvent, Reason};
+use sinew_protocol::{ProtocolEvent, ProtocolId, Reason};
 use sinew_types::{Addr, Direction, PeerId};
 
 /// Which of a connection's lanes a frame goes on.
@@ -112,7 +112,7 @@ pub enum HostEvent {
 
 /// What the driver must do, in the order the host decided it. Not `non_exhaustive`: a
 /// driver handles every output, and a new one must break its build.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Output {
     /// Write a frame (see [`Lane`]). System and protocol frames come within the connection's
     /// write credit ([`crate::Host::handle_write_credit`]).
@@ -199,4 +199,16 @@ pub enum Output {
     },
     /// For the application's event stream.
     Event(HostEvent),
+    /// A notice for the feed of `protocol` ([`sinew_protocol::Ctx::notify`]).
+    Notice {
+        /// The protocol.
+        protocol: ProtocolId,
+        /// What it said.
+        notice: sinew_protocol::Erased,
+    },
+    /// `protocol` is gone (unregistered, or removed after a panic): its feed ends.
+    ProtocolGone {
+        /// The protocol.
+        protocol: ProtocolId,
+    },
 }

@@ -90,6 +90,9 @@ pub struct NodeConfig {
     pub inbox_bytes: usize,
     /// Capacity of the event stream (1024); slow subscribers skip events and are told how many.
     pub event_capacity: usize,
+    /// Notices each protocol feed holds for a slow reader before dropping the oldest
+    /// (see `Node::register_with_handle`).
+    pub feed_capacity: usize,
     /// Capacity of the command channel from `Node` handles to the driver (1024).
     pub command_capacity: usize,
     /// Capacity of the channel from connection tasks to the driver, in frames (4096).
@@ -155,6 +158,7 @@ impl NodeConfig {
             ("inbox_capacity", self.inbox_capacity),
             ("inbox_bytes", self.inbox_bytes),
             ("event_capacity", self.event_capacity),
+            ("feed_capacity", self.feed_capacity),
             ("command_capacity", self.command_capacity),
             ("inbound_frame_capacity", self.inbound_frame_capacity),
         ];
@@ -228,6 +232,7 @@ impl Default for NodeConfig {
             inbox_capacity: 1024,
             inbox_bytes: 64 << 20,
             event_capacity: 1024,
+            feed_capacity: 1024,
             command_capacity: 1024,
             inbound_frame_capacity: 4096,
             nat: None,

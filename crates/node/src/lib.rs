@@ -44,6 +44,7 @@ mod conn;
 mod driver;
 mod error;
 mod events;
+mod feed;
 mod nat;
 mod node;
 mod queue;
@@ -61,14 +62,16 @@ pub use error::{
     StreamError,
 };
 pub use events::{DropReason, Event, Events};
-pub use node::{Node, NodeBuilder, ProtocolHandle};
+pub use feed::{Feed, Lagged};
+pub use node::{Handle, Node, NodeBuilder, ProtocolHandle};
 pub use sinew_codec::messages::DisconnectCode;
 pub use sinew_codec::{Opcode, OpcodeRange, Status};
+pub use sinew_host::CallError;
 pub use sinew_nat::{MappingMethod, NatEvent, NatState, PortMapperConfig};
 pub use sinew_peers::{PeersConfig, Refusal};
 pub use sinew_protocol::{
-    BroadcastReport, Ctx, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo, Protocol,
-    ProtocolEvent, Reason, RequestFailure, Response, TimerId,
+    BroadcastReport, Commands, Ctx, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo,
+    Protocol, ProtocolEvent, Reason, RequestFailure, Response, TimerId,
 };
 pub use sinew_tcp::TcpConfig;
 pub use sinew_transport::NoiseSuite;

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
 use sinew_peers::PeerManager;
-use sinew_protocol::{BroadcastReport, Message, Opcodes, Protocol, ProtocolId};
+use sinew_protocol::{BroadcastReport, Commands, Message, Opcodes, Protocol, ProtocolId};
 use sinew_secure::NoiseIdentity;
 use sinew_tcp::TcpTransport;
 use sinew_transport::ListenError;
@@ -25,9 +25,11 @@ use crate::error::{
     DialError, PeerError, RegisterError, RequestError, StartError, Stopped, StreamError,
 };
 use crate::events::{Event, Events};
+use crate::feed::{Feed, FeedQueue};
 use crate::shared::{PeerSlot, Shared, SharedParts, Waiter};
 use crate::state::NetworkState;
 use crate::stream::{AppStream, StreamInbox};
+use sinew_host::CallError;
 
 /// Builds and starts a [`Node`].
 pub struct NodeBuilder {
@@ -597,10 +599,56 @@ impl Node {
     pub async fn register(&self, protocol: impl Protocol) -> Result<ProtocolHandle, RegisterError> {
         let protocol = Box::new(protocol);
         let id = self
-            .command(|reply| Command::Register { protocol, reply })
+            .command(|reply| Command::Register { protocol, feed: None, reply })
             .await
             .unwrap_or(Err(RegisterError::ShuttingDown))?;
         Ok(ProtocolHandle(id))
+    }
+
+    /// Registers a protocol the application talks to (see [`Commands`]): the [`Handle`] sends
+    /// it typed commands and reads its notices.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sinew::{Commands, Ctx, Keypair, Node, Opcodes, Protocol};
+    ///
+    /// struct Counter(u64);
+    /// impl Protocol for Counter {
+    ///     fn opcodes(&self) -> Opcodes {
+    ///         Opcodes::none()
+    ///     }
+    /// }
+    /// impl Commands for Counter {
+    ///     type Command = u64;
+    ///     type Answer = u64;
+    ///     type Notice = String;
+    ///     fn on_command(&mut self, ctx: &mut Ctx<'_>, add: u64) -> u64 {
+    ///         self.0 += add;
+    ///         ctx.notify(format!("now {}", self.0));
+    ///         self.0
+    ///     }
+    /// }
+    ///
+    /// let node = Node::builder(Keypair::generate()).start().await?;
+    /// let mut counter = node.register_with_handle(Counter(0)).await?;
+    /// assert_eq!(counter.call(2).await?, 2);
+    /// assert_eq!(counter.call(3).await?, 5);
+    /// assert_eq!(counter.notices().next().await, Some(Ok("now 2".to_string())));
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn register_with_handle<P: Commands>(
+        &self,
+        protocol: P,
+    ) -> Result<Handle<P>, RegisterError> {
+        let protocol = Box::new(sinew_protocol::WithCommands(protocol));
+        let queue = Arc::new(FeedQueue::new(self.shared.config.feed_capacity));
+        let feed = Some(queue.clone());
+        let id = self
+            .command(|reply| Command::Register { protocol, feed, reply })
+            .await
+            .unwrap_or(Err(RegisterError::ShuttingDown))?;
+        Ok(Handle { node: self.clone(), id: ProtocolHandle(id), feed: Feed::new(queue) })
     }
 
     /// Unregisters a protocol (its `on_stop` runs). Returns whether it was registered.
@@ -651,6 +699,45 @@ struct WaiterGuard<'a> {
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         self.shared.take_waiter(self.id);
+    }
+}
+
+/// A protocol registered with [`Node::register_with_handle`]: typed commands to it, and its
+/// notices back. Holding it keeps the node running, as a [`Node`] does.
+pub struct Handle<P: Commands> {
+    node: Node,
+    id: ProtocolHandle,
+    feed: Feed<P::Notice>,
+}
+
+impl<P: Commands> std::fmt::Debug for Handle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl<P: Commands> Handle<P> {
+    /// Runs `command` in the protocol (inside the node's driver, like any callback) and
+    /// returns its answer. `Unregistered` once the protocol was unregistered (or removed after
+    /// a panic), `Stopped` once the node has stopped.
+    pub async fn call(&self, command: P::Command) -> Result<P::Answer, CallError> {
+        let command: sinew_protocol::Erased = Box::new(command);
+        let answer = self
+            .node
+            .command(|reply| Command::Call { id: self.id.0, command, reply })
+            .await
+            .ok_or(CallError::Stopped)??;
+        answer.downcast::<P::Answer>().map(|a| *a).map_err(|_| CallError::Unsupported)
+    }
+
+    /// The protocol's notices (see [`Feed`]).
+    pub fn notices(&mut self) -> &mut Feed<P::Notice> {
+        &mut self.feed
+    }
+
+    /// The protocol's id, for [`Node::unregister`].
+    pub fn id(&self) -> ProtocolHandle {
+        self.id
     }
 }
 

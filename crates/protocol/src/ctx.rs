@@ -17,7 +17,7 @@ use crate::{BroadcastReport, Message, PeerInfo, ProtocolEvent, RequestId, SendEr
 pub struct ProtocolId(pub u32);
 
 /// Commands a protocol queues for its host, beyond sending frames.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Command {
     /// Mark the peer authorized.
@@ -30,6 +30,8 @@ pub enum Command {
     AddPeer(Addr),
     /// Hand an event to the application's event stream.
     Emit(ProtocolEvent),
+    /// Hand a notice to this protocol's feed (see [`crate::Commands`]).
+    Notify(crate::Erased),
 }
 
 /// What a protocol's host provides. The node implements it over real connections; the
@@ -265,6 +267,13 @@ impl<'a> Ctx<'a> {
     /// Keeps a peer connected, reconnecting with backoff.
     pub fn add_peer(&mut self, addr: Addr) {
         self.host.command(self.protocol, Command::AddPeer(addr));
+    }
+
+    /// Feeds the application a notice: the protocol's [`crate::Commands::Notice`], read from
+    /// the stream its handle gives (bounded: the oldest is dropped, and the reader told how
+    /// many). A notice of another type is dropped.
+    pub fn notify<T: std::any::Any + Send>(&mut self, notice: T) {
+        self.host.command(self.protocol, Command::Notify(Box::new(notice)));
     }
 
     /// Hands an event to the application's event stream.

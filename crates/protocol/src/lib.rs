@@ -50,10 +50,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod commands;
 mod ctx;
 pub mod testing;
 mod types;
 
+pub use commands::{Commands, Erased, WithCommands};
 pub use ctx::{Command, Ctx, Host, ProtocolId};
 pub use sinew_codec::{FrameKind, Opcode, OpcodeRange, Status};
 pub use types::{
@@ -124,6 +126,14 @@ pub trait Protocol: Send + 'static {
     /// Called once when the protocol is unregistered or the node shuts down.
     fn on_stop(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
+    }
+
+    /// A command from the application, its type erased: `Err` gives back a command this
+    /// protocol does not take. Implement [`Commands`] and register [`WithCommands`] rather
+    /// than this.
+    fn on_erased_command(&mut self, ctx: &mut Ctx<'_>, command: Erased) -> Result<Erased, Erased> {
+        let _ = ctx;
+        Err(command)
     }
 }
 

@@ -529,6 +529,8 @@ impl Sim {
             Output::PingDone { id, result } => self
                 .record(idx, || format!("ping {} {:?}", id.0, result.map(|rtt| rtt.as_micros()))),
             Output::PeerGone { .. }
+            | Output::Notice { .. }
+            | Output::ProtocolGone { .. }
             | Output::Authorized { .. }
             | Output::DialSucceeded { .. }
             | Output::Response { .. } => {}

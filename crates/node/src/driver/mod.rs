@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::conn::system::SystemQueue;
 use crate::conn::{ConnCommand, ConnEvent};
 use crate::error::{DialError, RegisterError};
+use crate::feed::FeedQueue;
 use crate::queue::PeerQueue;
 use crate::shared::Shared;
 use crate::state::NetworkState;
@@ -67,7 +68,15 @@ pub(crate) enum Command {
     },
     Register {
         protocol: Box<dyn Protocol>,
+        /// Where its notices go (a protocol registered with a handle).
+        feed: Option<Arc<FeedQueue>>,
         reply: oneshot::Sender<Result<ProtocolId, RegisterError>>,
+    },
+    /// An application command for a protocol (see `sinew_protocol::Commands`).
+    Call {
+        id: ProtocolId,
+        command: sinew_protocol::Erased,
+        reply: oneshot::Sender<Result<sinew_protocol::Erased, sinew_host::CallError>>,
     },
     Unregister {
         id: ProtocolId,
@@ -123,6 +132,8 @@ pub(crate) struct Driver {
     dial_waiters: BTreeMap<ConnId, Vec<oneshot::Sender<Result<PeerId, DialError>>>>,
     dial_errors: BTreeMap<ConnId, DialError>,
     ping_waiters: BTreeMap<PingId, oneshot::Sender<Result<Duration, crate::RequestError>>>,
+    /// Protocols' feeds to the application.
+    feeds: BTreeMap<ProtocolId, Arc<FeedQueue>>,
     /// Peers' outbound queues; a persistent peer's survives its disconnection.
     queues: BTreeMap<PeerId, Arc<PeerQueue>>,
     /// Refused sockets being told why, at most [`REFUSALS_IN_FLIGHT`] at once.
@@ -157,6 +168,7 @@ impl Driver {
             dial_waiters: BTreeMap::new(),
             dial_errors: BTreeMap::new(),
             ping_waiters: BTreeMap::new(),
+            feeds: BTreeMap::new(),
             queues: BTreeMap::new(),
             refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
             commands: channels.commands,
@@ -243,8 +255,15 @@ impl Driver {
                     let _ = reply.send(Err(crate::RequestError::Send(e)));
                 }
             },
-            Command::Register { protocol, reply } => {
-                let _ = reply.send(self.host.register(protocol));
+            Command::Register { protocol, feed, reply } => {
+                let result = self.host.register(protocol);
+                if let (Ok(id), Some(feed)) = (&result, feed) {
+                    self.feeds.insert(*id, feed);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Call { id, command, reply } => {
+                let _ = reply.send(self.host.call_protocol(id, command, now));
             }
             Command::Unregister { id, reply } => {
                 let _ = reply.send(self.host.unregister(id));
@@ -305,6 +324,9 @@ impl Driver {
         }
         for queue in self.queues.values() {
             queue.close();
+        }
+        for (_, feed) in std::mem::take(&mut self.feeds) {
+            feed.close();
         }
         self.shared.peers.write().unwrap_or_else(|e| e.into_inner()).clear();
         self.shared.stream_handlers.write().unwrap_or_else(|e| e.into_inner()).clear();

@@ -99,6 +99,16 @@ impl Driver {
                 }
             }
             Output::Event(event) => self.shared.emit(event_of(event)),
+            Output::Notice { protocol, notice } => {
+                if let Some(feed) = self.feeds.get(&protocol) {
+                    feed.push(notice);
+                }
+            }
+            Output::ProtocolGone { protocol } => {
+                if let Some(feed) = self.feeds.remove(&protocol) {
+                    feed.close();
+                }
+            }
         }
     }
 
