@@ -145,3 +145,73 @@ async fn a_large_message_is_sent_only_when_the_receiver_says_it_took_it() {
     a.send(raw.id, op, payload).await.expect("taken");
     receiver.await.unwrap();
 }
+
+/// Learns of every large transfer on its opcode before its body, cancels those claiming more
+/// than 8 MiB, and keeps the sizes of the messages it got.
+struct Gatekeeper(std::sync::Arc<std::sync::Mutex<(Vec<u64>, Vec<usize>)>>);
+impl sinew::Protocol for Gatekeeper {
+    fn opcodes(&self) -> sinew::Opcodes {
+        Opcode::app(1200).unwrap().into()
+    }
+    fn on_transfer_started(&mut self, ctx: &mut sinew::Ctx<'_>, transfer: &sinew::TransferStart) {
+        self.0.lock().unwrap().0.push(transfer.claimed);
+        if transfer.claimed > 8 << 20 {
+            ctx.cancel_transfer(transfer.id);
+        }
+    }
+    fn on_message(&mut self, _ctx: &mut sinew::Ctx<'_>, msg: sinew::Message) -> sinew::Handled {
+        self.0.lock().unwrap().1.push(msg.payload.len());
+        sinew::Handled::Yes
+    }
+}
+
+/// Sends one large message on a stream of its own when a peer connects, and cancels it at once.
+struct Regretful;
+impl sinew::Protocol for Regretful {
+    fn opcodes(&self) -> sinew::Opcodes {
+        Opcode::app(1201).unwrap().into()
+    }
+    fn on_peer_connected(&mut self, ctx: &mut sinew::Ctx<'_>, peer: &sinew::PeerInfo) {
+        let op = Opcode::app(1200).unwrap();
+        let id = ctx.send_large(&peer.peer, op, pattern(4 << 20)).unwrap();
+        ctx.cancel_transfer(id);
+    }
+}
+
+/// The protocol owning an opcode learns of a large transfer before its body and may cancel
+/// it (the stream is reset, nothing is delivered, the sender's send fails); a protocol may
+/// cancel its own outbound transfer; other transfers go on.
+#[tokio::test]
+async fn a_protocol_hears_of_large_transfers_first_and_may_cancel_them() {
+    let op = Opcode::app(1200).unwrap();
+    let seen = std::sync::Arc::default();
+    let a = sinew::Node::builder(sinew::Keypair::generate())
+        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .protocol(Gatekeeper(std::sync::Arc::clone(&seen)))
+        .start()
+        .await
+        .unwrap();
+    let mut events = a.events();
+    let b =
+        sinew::Node::builder(sinew::Keypair::generate()).protocol(Regretful).start().await.unwrap();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    let refused = b.send(peer, op, pattern(12 << 20)).await;
+    assert_eq!(refused, Err(sinew::SendError::Reset), "cancelled by the receiver's protocol");
+    let dropped = events
+        .wait_for(WAIT, |e| match e {
+            Event::MessageDropped { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(dropped, Some(DropReason::Cancelled));
+    b.send(peer, op, pattern(3 << 20)).await.unwrap();
+    let (claims, got) = seen.lock().unwrap().clone();
+    assert_eq!(got, vec![3 << 20], "only the uncancelled message arrived");
+    // The 12 MiB claim and the 3 MiB one; the 4 MiB transfer b cancelled may have sent its
+    // header first or not.
+    assert!(
+        claims.iter().any(|c| *c > 12 << 20) && claims.iter().any(|c| *c > 3 << 20 && *c < 4 << 20)
+    );
+    assert!(claims.len() <= 3, "{claims:?}");
+    sinew_tests::still_serves(&a).await;
+}

@@ -140,8 +140,25 @@ impl Host {
                 let peer = entry.peer;
                 self.core.pump(&peer);
             }
-            Lane::Large => {}
+            Lane::Large(_) => {}
         }
+    }
+
+    /// An inbound large transfer started on `conn` (its header arrived): the protocol owning
+    /// its opcode hears of it, and may cancel it.
+    pub fn handle_transfer_started(
+        &mut self,
+        conn: ConnId,
+        transfer: sinew_protocol::TransferStart,
+        now: Instant,
+    ) {
+        self.core.now = now;
+        if self.core.conn_peer_is(conn, transfer.peer)
+            && let Some(protocol) = self.core.route(transfer.opcode)
+        {
+            self.call(protocol, |p, ctx| p.on_transfer_started(ctx, &transfer));
+        }
+        self.settle();
     }
 
     /// An established connection ended (after [`Output::Close`], or on its own), as the

@@ -10,6 +10,7 @@ use sinew_codec::{Frame, FrameKind, Opcode, OpcodeRange};
 use sinew_peers::{ConnId, PeerManager};
 use sinew_protocol::{
     Command as ProtocolCommand, PeerInfo, ProtocolId, Reason, RequestId, SendError, TimerId,
+    TransferId,
 };
 use sinew_types::{Addr, Direction, PeerId};
 
@@ -22,6 +23,8 @@ const BOOK_PEERS: usize = 4096;
 /// The host's request ids start here; the application's (handed out by the driver) stay
 /// below, so a response finds its table by id alone.
 pub(crate) const HOST_REQUEST_IDS: u64 = 1 << 62;
+/// Outbound transfer ids have this bit set; the driver names inbound ones without it.
+pub const OUTBOUND_TRANSFERS: u64 = 1 << 63;
 
 /// An established connection the host knows, and its write credit.
 #[derive(Debug)]
@@ -82,6 +85,7 @@ pub(crate) struct Core {
     pub(crate) requests: BTreeMap<u64, ProtocolRequest>,
     pub(crate) request_deadlines: BTreeSet<(Instant, u64)>,
     next_request: u64,
+    next_transfer: u64,
     /// Liveness pings in flight: (connection, request id) -> nonce (the payload echoed).
     pub(crate) pings: BTreeMap<(ConnId, u64), u64>,
     /// Application pings in flight, by (connection, request id), and their deadlines.
@@ -130,6 +134,7 @@ impl Core {
             requests: BTreeMap::new(),
             request_deadlines: BTreeSet::new(),
             next_request: HOST_REQUEST_IDS,
+            next_transfer: 0,
             pings: BTreeMap::new(),
             user_pings: BTreeMap::new(),
             user_ping_deadlines: BTreeSet::new(),
@@ -148,11 +153,23 @@ impl Core {
         }
     }
 
+    /// A fresh outbound transfer id (the host's have the top bit set; the driver names inbound
+    /// transfers below it).
+    pub(crate) fn next_transfer(&mut self) -> TransferId {
+        self.next_transfer += 1;
+        TransferId(OUTBOUND_TRANSFERS | self.next_transfer)
+    }
+
     /// A fresh request id of the host's own.
     pub(crate) fn next_request_id(&mut self) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
         id
+    }
+
+    /// Whether `conn` is established and belongs to `peer`.
+    pub(crate) fn conn_peer_is(&self, conn: ConnId, peer: PeerId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.peer == peer)
     }
 
     /// The protocol handling `opcode`.
@@ -200,7 +217,9 @@ impl Core {
         }
         let conn = self.peers.active_connection(peer).ok_or(SendError::NotConnected)?;
         if frame.payload.len() > self.config.control_frame_cap {
-            self.outputs.push_back(Output::Transmit(Transmit { conn, lane: Lane::Large, frame }));
+            let transfer = self.next_transfer();
+            let lane = Lane::Large(transfer);
+            self.outputs.push_back(Output::Transmit(Transmit { conn, lane, frame }));
             return Ok(());
         }
         let cap = self.config.protocol_queue_bytes;
@@ -315,6 +334,27 @@ impl sinew_protocol::Host for Core {
 
     fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
         self.queue_frame(peer, frame)
+    }
+
+    fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<TransferId, SendError> {
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        if !self.info.contains_key(peer) {
+            return Err(SendError::NotConnected);
+        }
+        if frame.is_system() {
+            // System frames travel on the control stream only.
+            return Err(SendError::TooLarge);
+        }
+        if !self.is_authorized(peer) && !self.config.access.allows_unauthorized(frame.opcode) {
+            return Err(SendError::Unauthorized);
+        }
+        let conn = self.peers.active_connection(peer).ok_or(SendError::NotConnected)?;
+        let transfer = self.next_transfer();
+        let lane = Lane::Large(transfer);
+        self.outputs.push_back(Output::Transmit(Transmit { conn, lane, frame }));
+        Ok(transfer)
     }
 
     fn start_request(

@@ -284,7 +284,9 @@ impl<'a> Harness<'a> {
                     match lane {
                         Lane::System => r.system += frame.encoded_len(),
                         Lane::Message => r.protocol += frame.encoded_len(),
-                        Lane::Large => assert!(frame.payload.len() > self.config.control_frame_cap),
+                        Lane::Large(_) => {
+                            assert!(frame.payload.len() > self.config.control_frame_cap)
+                        }
                     }
                 }
                 Output::Dial { conn, addr } => {

@@ -260,6 +260,9 @@ impl Host {
                 Command::Emit(event) => {
                     self.core.outputs.push_back(Output::Event(HostEvent::Protocol(event)))
                 }
+                Command::CancelTransfer(transfer) => {
+                    self.core.outputs.push_back(Output::CancelTransfer { transfer })
+                }
                 Command::Notify(notice) => {
                     self.core.outputs.push_back(Output::Notice { protocol, notice })
                 }

@@ -70,6 +70,7 @@ mod identify;
 mod output;
 
 pub use config::{AccessPolicy, HostConfig};
+pub use core::OUTBOUND_TRANSFERS;
 pub use host::{CallError, DialRefusal, Host, RegisterError};
 pub use output::{HostEvent, Lane, Output, PingFailure, PingId, Transmit};
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, Opcode, Status};
 use sinew_peers::{ConnId, Refusal};
-use sinew_protocol::{ProtocolEvent, ProtocolId, Reason};
+use sinew_protocol::{ProtocolEvent, ProtocolId, Reason, TransferId};
 use sinew_types::{Addr, Direction, PeerId};
 
 /// Which of a connection's lanes a frame goes on.
@@ -17,8 +17,9 @@ pub enum Lane {
     System,
     /// The message stream, taking turns with the application's queue (deficit round-robin).
     Message,
-    /// A stream of its own (an application frame above the control-frame cap).
-    Large,
+    /// A stream of its own (an application frame above the control-frame cap, or one a
+    /// protocol sent with `Ctx::send_large`), named so it can be cancelled.
+    Large(TransferId),
 }
 
 /// A frame to write on one connection.
@@ -205,6 +206,11 @@ pub enum Output {
         protocol: ProtocolId,
         /// What it said.
         notice: sinew_protocol::Erased,
+    },
+    /// Stop a large transfer (reset its stream), if it is still going.
+    CancelTransfer {
+        /// Which.
+        transfer: TransferId,
     },
     /// `protocol` is gone (unregistered, or removed after a panic): its feed ends.
     ProtocolGone {

@@ -126,6 +126,8 @@ pub enum DropReason {
     BudgetExhausted,
     /// A large message arrived slower than `NodeConfig::large_min_rate`: its stream was reset.
     TooSlow,
+    /// The protocol owning its opcode cancelled the large message (`Ctx::cancel_transfer`).
+    Cancelled,
 }
 
 /// A subscription to the node's events (see [`crate::Node::events`]).

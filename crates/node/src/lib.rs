@@ -71,7 +71,7 @@ pub use sinew_nat::{MappingMethod, NatEvent, NatState, PortMapperConfig};
 pub use sinew_peers::{PeersConfig, Refusal};
 pub use sinew_protocol::{
     BroadcastReport, Commands, Ctx, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo,
-    Protocol, ProtocolEvent, Reason, RequestFailure, Response, TimerId,
+    Protocol, ProtocolEvent, Reason, RequestFailure, Response, TimerId, TransferId, TransferStart,
 };
 pub use sinew_tcp::TcpConfig;
 pub use sinew_transport::NoiseSuite;

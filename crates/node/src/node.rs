@@ -397,7 +397,7 @@ impl Node {
             return slot.system.try_push(frame);
         }
         if frame.payload.len() > self.shared.config.control_frame_cap {
-            return outbound::try_send_large(&self.shared, slot, frame);
+            return outbound::try_send_large(&self.shared, slot, frame, None);
         }
         slot.queue.try_push(frame)
     }

@@ -33,6 +33,18 @@ pub(crate) struct PeerSlot {
     pub(crate) system: Arc<SystemQueue>,
 }
 
+/// Forgets a transfer when it ends, however it ends.
+pub(crate) struct TransferGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        self.shared.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
 /// Someone waiting for a response or an ack.
 pub(crate) struct Waiter {
     pub(crate) peer: PeerId,
@@ -65,6 +77,10 @@ pub(crate) struct Shared {
     external_addrs: RwLock<Vec<Addr>>,
     /// The port mapper, when enabled.
     pub(crate) nat: Mutex<Option<Arc<sinew_nat::PortMapper>>>,
+    /// Large transfers in progress that a protocol may cancel, by transfer id.
+    transfers: Mutex<BTreeMap<u64, CancellationToken>>,
+    /// Inbound transfer ids (outbound ones come from the host, with the top bit set).
+    next_transfer: AtomicU64,
     /// RNG for handle-side randomness (broadcast_randomly).
     pub(crate) rng: Mutex<rand_chacha::ChaCha8Rng>,
 }
@@ -91,6 +107,8 @@ impl Shared {
             listen_addrs: RwLock::new(Vec::new()),
             external_addrs: RwLock::new(Vec::new()),
             rng: Mutex::new(rng),
+            transfers: Mutex::new(BTreeMap::new()),
+            next_transfer: AtomicU64::new(1),
             nat: Mutex::new(None),
             epoch: Instant::now(),
             peers: RwLock::new(BTreeMap::new()),
@@ -104,6 +122,25 @@ impl Shared {
             stop: CancellationToken::new(),
             commands,
             config,
+        }
+    }
+
+    /// Registers a transfer that can be cancelled; the guard forgets it when the transfer ends.
+    /// `None` names a fresh inbound id.
+    pub(crate) fn start_transfer(
+        self: &Arc<Self>,
+        id: Option<u64>,
+    ) -> (u64, CancellationToken, TransferGuard) {
+        let id = id.unwrap_or_else(|| self.next_transfer.fetch_add(1, Ordering::Relaxed));
+        let token = CancellationToken::new();
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, token.clone());
+        (id, token, TransferGuard { shared: Arc::clone(self), id })
+    }
+
+    /// Cancels a transfer in progress (nothing if it ended).
+    pub(crate) fn cancel_transfer(&self, id: u64) {
+        if let Some(token) = self.transfers.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            token.cancel();
         }
     }
 

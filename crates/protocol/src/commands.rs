@@ -87,6 +87,9 @@ impl<P: Commands> Protocol for WithCommands<P> {
     fn on_dial_outcome(&mut self, ctx: &mut Ctx<'_>, outcome: &DialOutcome) {
         self.0.on_dial_outcome(ctx, outcome);
     }
+    fn on_transfer_started(&mut self, ctx: &mut Ctx<'_>, transfer: &crate::TransferStart) {
+        self.0.on_transfer_started(ctx, transfer);
+    }
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId) {
         self.0.on_timer(ctx, timer);
     }

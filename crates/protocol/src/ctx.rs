@@ -32,6 +32,8 @@ pub enum Command {
     Emit(ProtocolEvent),
     /// Hand a notice to this protocol's feed (see [`crate::Commands`]).
     Notify(crate::Erased),
+    /// Stop a large transfer (reset its stream).
+    CancelTransfer(crate::TransferId),
 }
 
 /// What a protocol's host provides. The node implements it over real connections; the
@@ -52,6 +54,9 @@ pub trait Host {
     fn peer_info(&self, peer: &PeerId) -> Option<&PeerInfo>;
     /// Queues a frame for a peer without waiting.
     fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError>;
+    /// Queues a frame to travel on a stream of its own, whatever its size, and names the
+    /// transfer (so it can be cancelled).
+    fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<crate::TransferId, SendError>;
     /// Allocates a request id and remembers that `protocol` awaits its response until
     /// `timeout` passes; the frame is sent by the caller with that id.
     fn start_request(
@@ -128,6 +133,26 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), SendError> {
         Self::check_size(&payload)?;
         self.host.send_frame(peer, Frame::message(opcode, payload))
+    }
+
+    /// Sends a message on a stream of its own, whatever its size (messages above the
+    /// control-frame cap always do), and returns the transfer's id for
+    /// [`Ctx::cancel_transfer`]. It may overtake, or be overtaken by, other messages.
+    pub fn send_large(
+        &mut self,
+        peer: &PeerId,
+        opcode: Opcode,
+        payload: Bytes,
+    ) -> Result<crate::TransferId, SendError> {
+        Self::check_size(&payload)?;
+        self.host.send_large(peer, Frame::message(opcode, payload))
+    }
+
+    /// Stops a large transfer, inbound ([`crate::Protocol::on_transfer_started`]) or outbound
+    /// ([`Ctx::send_large`]): its stream is reset and nothing is delivered. A transfer that
+    /// already ended is not affected.
+    pub fn cancel_transfer(&mut self, transfer: crate::TransferId) {
+        self.host.command(self.protocol, Command::CancelTransfer(transfer));
     }
 
     /// Sends a request; the answer (or a timeout) arrives in

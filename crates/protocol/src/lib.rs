@@ -60,7 +60,7 @@ pub use ctx::{Command, Ctx, Host, ProtocolId};
 pub use sinew_codec::{FrameKind, Opcode, OpcodeRange, Status};
 pub use types::{
     BroadcastReport, DialFailure, DialOutcome, Handled, Message, Opcodes, PeerInfo, ProtocolEvent,
-    Reason, RequestFailure, RequestId, Response, SendError, TimerId,
+    Reason, RequestFailure, RequestId, Response, SendError, TimerId, TransferId, TransferStart,
 };
 
 use sinew_types::PeerId;
@@ -111,6 +111,13 @@ pub trait Protocol: Send + 'static {
     /// an external address). Identify re-announces; registrations should follow.
     fn on_addresses_changed(&mut self, ctx: &mut Ctx<'_>, addrs: &[sinew_types::Addr]) {
         let _ = (ctx, addrs);
+    }
+
+    /// A large message on one of this protocol's opcodes started arriving: its header is here,
+    /// its body not yet. [`Ctx::cancel_transfer`] stops it (the stream is reset, nothing is
+    /// delivered); otherwise it arrives in `on_message` when whole.
+    fn on_transfer_started(&mut self, ctx: &mut Ctx<'_>, transfer: &TransferStart) {
+        let _ = (ctx, transfer);
     }
 
     /// A dial this protocol asked for with [`Ctx::dial`] ended.

@@ -113,6 +113,12 @@ impl Host for TestHost {
         self.unix
     }
 
+    fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<crate::TransferId, SendError> {
+        self.send_frame(peer, frame)?;
+        self.next_id += 1;
+        Ok(crate::TransferId(self.next_id))
+    }
+
     fn rng(&mut self) -> &mut dyn Rng {
         &mut self.rng
     }

@@ -267,6 +267,24 @@ pub enum DialFailure {
     Closed,
 }
 
+/// A message travelling on a stream of its own (a large transfer), in either direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferId(pub u64);
+
+/// An inbound large transfer that started: its header arrived, its body has not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferStart {
+    /// Who sends it.
+    pub peer: PeerId,
+    /// Its id, for [`crate::Ctx::cancel_transfer`].
+    pub id: TransferId,
+    /// Its opcode (this protocol's).
+    pub opcode: Opcode,
+    /// The frame's length in bytes as its header claims it: the payload and at most 19 bytes
+    /// of header and checksum. (A claim: the transfer is reset if its bytes do not come.)
+    pub claimed: u64,
+}
+
 /// How a dial a protocol asked for ([`crate::Ctx::dial`]) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialOutcome {

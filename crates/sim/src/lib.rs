@@ -468,7 +468,7 @@ impl Sim {
             Output::Transmit(Transmit { conn, lane, frame }) => {
                 let len = frame.encoded_len();
                 match lane {
-                    Lane::Message | Lane::Large => self.message_lane(idx, conn, frame),
+                    Lane::Message | Lane::Large(_) => self.message_lane(idx, conn, frame),
                     Lane::System => self.send(idx, conn, frame),
                 }
                 self.hosts[idx].host.handle_write_credit(conn, lane, len);
@@ -530,6 +530,7 @@ impl Sim {
                 .record(idx, || format!("ping {} {:?}", id.0, result.map(|rtt| rtt.as_micros()))),
             Output::PeerGone { .. }
             | Output::Notice { .. }
+            | Output::CancelTransfer { .. }
             | Output::ProtocolGone { .. }
             | Output::Authorized { .. }
             | Output::DialSucceeded { .. }

@@ -264,6 +264,42 @@ async fn receive_large(
     if total > config.large_message_budget || total > config.large_message_share {
         return Err(drop_with(DropReason::TooLarge));
     }
+    // The protocol owning the opcode hears of it before the body comes, and may cancel it.
+    let (id, cancel, _transfer) = shared.start_transfer(None);
+    let start = sinew_protocol::TransferStart {
+        peer: ctx.peer,
+        id: sinew_protocol::TransferId(id),
+        opcode,
+        claimed: total as u64,
+    };
+    if super::send_to_driver(ctx, ConnEvent::TransferStarted { conn: ctx.conn, start })
+        .await
+        .is_err()
+    {
+        return Err(StreamFault::Io);
+    }
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(drop_with(DropReason::Cancelled)),
+        result = receive_body(stream, head, total, opcode, ctx) => result,
+    }
+}
+
+/// The body of a large message (see [`receive_large`]).
+async fn receive_body(
+    stream: &mut Stream,
+    head: &[u8],
+    total: usize,
+    opcode: Opcode,
+    ctx: &StreamCtx,
+) -> Result<(), StreamFault> {
+    let shared = &ctx.shared;
+    let config = &shared.config;
+    let decoder = FrameDecoder::new(MAX_MESSAGE);
+    let drop_with = |reason| {
+        shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
+        StreamFault::Malformed
+    };
     let mut charge = Charge::new(shared.large_in.clone(), ctx.large_share.clone());
     let exhausted = |_| drop_with(DropReason::BudgetExhausted);
     // A Vec, not a BytesMut: its growth is ours to choose (`reserve_exact`), so its capacity,

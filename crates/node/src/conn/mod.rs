@@ -66,6 +66,8 @@ pub(crate) enum ConnEvent {
     },
     /// A frame arrived (on a lane, or a large message on its own stream).
     Frame { conn: ConnId, frame: Frame },
+    /// An inbound large transfer started (its header arrived).
+    TransferStarted { conn: ConnId, start: sinew_protocol::TransferStart },
     /// The remote said goodbye on the control stream.
     Goodbye { conn: ConnId, code: DisconnectCode },
     /// Application traffic or streams, for the idle deadline.

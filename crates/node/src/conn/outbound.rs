@@ -9,10 +9,11 @@ use sinew_codec::messages::{LARGE_TAKEN, MessageBody as _, OpenStream, Perf};
 use sinew_codec::{Frame, Opcode};
 use sinew_types::PeerId;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
 
 use super::frames::{WriteFault, finish_timed, write_all_timed, write_paced};
 use super::rate::RateWindow;
-use crate::shared::{PeerSlot, Shared};
+use crate::shared::{PeerSlot, Shared, TransferGuard};
 use crate::stats::StreamGuard;
 use crate::stream::AppStream;
 use crate::{SendError, StreamError};
@@ -31,7 +32,7 @@ pub(crate) async fn send_large(
         .acquire_many_owned(permits)
         .await
         .map_err(|_| SendError::ShuttingDown)?;
-    let result = write_large(shared, slot, frame).await;
+    let result = write_large_stream(shared, slot, frame).await;
     drop(budget);
     result
 }
@@ -42,13 +43,19 @@ pub(crate) fn try_send_large(
     shared: &Arc<Shared>,
     slot: PeerSlot,
     frame: Frame,
+    transfer: Option<u64>,
 ) -> Result<(), SendError> {
     let permits = shared.large_cost(frame.encoded_len());
     let budget =
         shared.large_out.clone().try_acquire_many_owned(permits).map_err(|_| SendError::Full)?;
+    // Registered before the task starts: a cancel right after the send finds it.
+    let transfer = transfer.map(|id| {
+        let (_, cancel, guard) = shared.start_transfer(Some(id));
+        (cancel, guard)
+    });
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let _ = write_large(&shared, slot, frame).await;
+        let _ = write_large(&shared, slot, frame, transfer).await;
         drop(budget);
     });
     Ok(())
@@ -58,7 +65,28 @@ pub(crate) fn try_send_large(
 /// write-stall timeout, and the whole transfer keep up the minimum rate after the grace
 /// period; otherwise the stream is dropped (reset) and the send fails with `Reset`, which
 /// frees its budget for other sends.
-async fn write_large(shared: &Shared, slot: PeerSlot, mut frame: Frame) -> Result<(), SendError> {
+async fn write_large(
+    shared: &Arc<Shared>,
+    slot: PeerSlot,
+    frame: Frame,
+    transfer: Option<(CancellationToken, TransferGuard)>,
+) -> Result<(), SendError> {
+    // A protocol's transfer can be cancelled: its stream is dropped (reset) at once.
+    let Some((cancel, _guard)) = transfer else {
+        return write_large_stream(shared, slot, frame).await;
+    };
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(SendError::Reset),
+        result = write_large_stream(shared, slot, frame) => result,
+    }
+}
+
+async fn write_large_stream(
+    shared: &Shared,
+    slot: PeerSlot,
+    mut frame: Frame,
+) -> Result<(), SendError> {
     frame.large = true;
     let config = &shared.config;
     let stall = config.write_stall_timeout;

@@ -68,6 +68,9 @@ impl Driver {
             }
             ConnEvent::Frame { conn, frame } => self.host.handle_frame(conn, frame, now),
             ConnEvent::Goodbye { conn, code } => self.host.handle_goodbye(conn, code, now),
+            ConnEvent::TransferStarted { conn, start } => {
+                self.host.handle_transfer_started(conn, start, now)
+            }
             ConnEvent::Activity { conn, kind } => match kind {
                 Activity::Traffic => self.host.handle_activity(conn, now),
                 Activity::Streams => {

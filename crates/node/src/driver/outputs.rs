@@ -104,6 +104,7 @@ impl Driver {
                     feed.push(notice);
                 }
             }
+            Output::CancelTransfer { transfer } => self.shared.cancel_transfer(transfer.0),
             Output::ProtocolGone { protocol } => {
                 if let Some(feed) = self.feeds.remove(&protocol) {
                     feed.close();
@@ -117,8 +118,8 @@ impl Driver {
         let result = match lane {
             Lane::System => entry.system.try_push(frame),
             Lane::Message => entry.protocol.try_push(frame),
-            Lane::Large => match self.shared.peer(&entry.peer) {
-                Some(slot) => outbound::try_send_large(&self.shared, slot, frame),
+            Lane::Large(transfer) => match self.shared.peer(&entry.peer) {
+                Some(slot) => outbound::try_send_large(&self.shared, slot, frame, Some(transfer.0)),
                 None => Err(crate::SendError::NotConnected),
             },
         };
