@@ -8,7 +8,9 @@ use bytes::Bytes;
 use sinew::layers::transport::RefusedLimit;
 use sinew::{DialError, DisconnectCode, DropReason, Event, Opcode, Reason};
 use sinew_codec::{Frame, flags};
-use sinew_tests::{WAIT, addr, connected, disconnected, node, node_with, still_serves};
+use sinew_tests::{
+    WAIT, addr, connected, disconnected, node, node_with, still_serves, tcp_node, tcp_node_with,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -97,7 +99,7 @@ async fn a_reader_slower_than_the_lane_rate_is_closed_as_stalled() {
 /// gives the dialler's first messages, not after the whole handshake timeout.
 #[tokio::test]
 async fn silent_and_trickling_dialers_are_closed_within_the_first_message_timeout() {
-    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
+    let a = tcp_node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
     let target = a.listen_addrs()[0].socket_addr().unwrap();
     let preamble = *sinew_secure::Preamble::new(sinew::NoiseSuite::AesGcm).as_bytes();
     for trickle in [false, true] {
@@ -125,7 +127,7 @@ async fn silent_and_trickling_dialers_are_closed_within_the_first_message_timeou
 #[tokio::test]
 async fn a_dialler_that_stops_before_message_3_is_closed_within_the_message_timeout() {
     use sinew_secure::{HandshakeStep, NoiseHandshake, NoiseIdentity};
-    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
+    let a = tcp_node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
     let mut events = a.events();
     let target = a.listen_addrs()[0].socket_addr().unwrap();
     let identity = NoiseIdentity::new(&sinew::Keypair::generate(), 1);
@@ -186,7 +188,7 @@ async fn a_held_large_payload_keeps_its_budget_until_dropped() {
 /// past that and told which limit, and served again once they end.
 #[tokio::test]
 async fn handshakes_in_progress_are_limited_per_address() {
-    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
+    let a = tcp_node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(30)).await;
     let mut events = a.events();
     let target = a.listen_addrs()[0].socket_addr().unwrap();
     let limit = sinew::PeersConfig::default().limits.max_pending_per_ip;
@@ -194,7 +196,7 @@ async fn handshakes_in_progress_are_limited_per_address() {
     for _ in 0..limit {
         silent.push(TcpStream::connect(target).await.unwrap());
     }
-    let b = node().await;
+    let b = tcp_node().await;
     let refused = b.dial(addr(&a)).await;
     assert!(
         matches!(refused, Err(DialError::Refused { limit: RefusedLimit::PendingHandshakes, .. })),

@@ -8,8 +8,32 @@ use sinew::{Addr, Event, Events, Keypair, Node, NodeConfig, PeerId};
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// A node listening on 127.0.0.1 port 0, configured by `configure`.
+/// Whether the suite runs over the in-process transport (`SINEW_TEST_TRANSPORT=memory`)
+/// instead of TCP: every test written against [`node_with`] runs over both.
+pub fn over_memory() -> bool {
+    std::env::var("SINEW_TEST_TRANSPORT").is_ok_and(|t| t == "memory")
+}
+
+/// A node listening on port 0 of the transport under test (TCP on 127.0.0.1, or the
+/// in-process transport), configured by `configure`.
 pub async fn node_with(configure: impl FnOnce(&mut NodeConfig)) -> Node {
+    if over_memory() {
+        let mut config = NodeConfig::default();
+        configure(&mut config);
+        return Node::builder(Keypair::generate())
+            .with_config(config)
+            .memory()
+            .listen("memory://127.0.0.1:0".parse().expect("valid address"))
+            .start()
+            .await
+            .expect("node starts");
+    }
+    tcp_node_with(configure).await
+}
+
+/// A node listening on TCP 127.0.0.1 port 0 whatever the transport under test: for tests of
+/// TCP itself (raw sockets, namespaces, shaped links).
+pub async fn tcp_node_with(configure: impl FnOnce(&mut NodeConfig)) -> Node {
     let mut config = NodeConfig::default();
     configure(&mut config);
     Node::builder(Keypair::generate())
@@ -23,6 +47,11 @@ pub async fn node_with(configure: impl FnOnce(&mut NodeConfig)) -> Node {
 /// A node with default settings, listening on 127.0.0.1 port 0.
 pub async fn node() -> Node {
     node_with(|_| {}).await
+}
+
+/// A TCP node with default settings, whatever the transport under test.
+pub async fn tcp_node() -> Node {
+    tcp_node_with(|_| {}).await
 }
 
 /// The node's first listen address, naming its peer id.

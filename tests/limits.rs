@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sinew::layers::transport::RefusedLimit;
 use sinew::{DialError, Event, Refusal};
-use sinew_tests::{WAIT, addr, node, node_with};
+use sinew_tests::{WAIT, addr, node, node_with, tcp_node, tcp_node_with};
 use tokio::net::TcpStream;
 
 async fn refused_inbound(events: &mut sinew::Events) -> String {
@@ -67,7 +67,7 @@ async fn per_ip_limit() {
 
 #[tokio::test]
 async fn pending_handshake_limit() {
-    let a = node_with(|c| {
+    let a = tcp_node_with(|c| {
         c.peers.limits.max_pending_inbound = 1;
         c.tcp.noise.handshake_timeout = Duration::from_secs(30);
     })
@@ -75,7 +75,7 @@ async fn pending_handshake_limit() {
     let mut events = a.events();
     // A socket that never starts its handshake holds the one inbound pending slot.
     let _silent = TcpStream::connect(a.listen_addrs()[0].socket_addr().unwrap()).await.unwrap();
-    let b = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
+    let b = tcp_node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
     let refused = b.dial(addr(&a)).await;
     assert!(
         matches!(refused, Err(DialError::Refused { limit: RefusedLimit::PendingHandshakes, .. })),
@@ -83,7 +83,7 @@ async fn pending_handshake_limit() {
     );
     assert!(refused_inbound(&mut events).await.contains("pending inbound handshake"));
     // Outbound handshakes have their own limit: silent inbound sockets do not block our dials.
-    let c = node().await;
+    let c = tcp_node().await;
     a.dial(addr(&c)).await.expect("a's own dial goes out");
 }
 

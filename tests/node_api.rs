@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sinew::{
     Ctx, DisconnectCode, Event, Handled, Keypair, Message, Node, Opcode, Opcodes, Protocol,
 };
-use sinew_tests::{WAIT, addr, connected, node, node_with};
+use sinew_tests::{WAIT, addr, connected, node, node_with, tcp_node};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
@@ -19,10 +19,10 @@ async fn dials_ipv6_and_dns_names() {
         eprintln!("skipped: no IPv6 loopback on this machine");
         return;
     };
-    let client = node().await;
+    let client = tcp_node().await;
     assert_eq!(client.dial(addr(&v6)).await.unwrap(), v6.peer_id());
     // A DNS name, resolved at dial time.
-    let a = node().await;
+    let a = tcp_node().await;
     let port = a.listen_addrs()[0].port();
     let by_name: sinew::Addr = format!("tcp://{}@localhost:{port}", a.peer_id()).parse().unwrap();
     assert_eq!(client.dial(by_name).await.unwrap(), a.peer_id());
@@ -203,4 +203,34 @@ async fn a_send_to_a_known_peer_that_is_down_reports_the_dial_error() {
     assert_eq!(sent, Err(sinew::SendError::Dial(sinew::DialFailure::Unreachable)));
     let stranger = Keypair::generate().peer_id();
     assert_eq!(a.send(stranger, op, Bytes::new()).await, Err(sinew::SendError::NotConnected));
+}
+
+/// Transports are keyed by scheme: a node with the in-process transport listens and dials on
+/// both it and TCP, and an address no transport serves fails to dial and to listen.
+#[tokio::test]
+async fn transports_serve_the_schemes_they_name() {
+    let start = |builder: sinew::NodeBuilder| async move { builder.start().await.unwrap() };
+    let a = start(
+        Node::builder(Keypair::generate())
+            .memory()
+            .listen("memory://127.0.0.1:0".parse().unwrap())
+            .listen("tcp://127.0.0.1:0".parse().unwrap()),
+    )
+    .await;
+    let schemes: Vec<_> = a.listen_addrs().iter().map(|a| a.scheme()).collect();
+    assert_eq!(
+        schemes,
+        vec![sinew::layers::types::Scheme::Memory, sinew::layers::types::Scheme::Tcp]
+    );
+    let b = start(Node::builder(Keypair::generate()).memory()).await;
+    let over_memory = a.listen_addrs()[0].clone().with_peer(a.peer_id());
+    assert_eq!(b.dial(over_memory).await.unwrap(), a.peer_id());
+    let tcp_only = start(Node::builder(Keypair::generate())).await;
+    let err = tcp_only.dial(a.listen_addrs()[0].clone()).await.unwrap_err();
+    assert_eq!(err.failure(), sinew::DialFailure::UnsupportedScheme, "{err}");
+    let quic = tcp_only.listen("quic://127.0.0.1:0".parse().unwrap()).await;
+    assert!(
+        matches!(quic, Err(sinew::layers::transport::ListenError::UnsupportedScheme(_))),
+        "{quic:?}"
+    );
 }

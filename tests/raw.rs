@@ -1,4 +1,5 @@
-//! A peer built from sinew's own layers (TCP, Noise, yamux) but driven by hand, to behave
+//! A peer built from sinew's own layers (TCP or the in-process transport, Noise, yamux) but
+//! driven by hand, to behave
 //! badly on purpose: stall mid-frame, stop reading, never answer.
 
 use std::sync::Arc;
@@ -37,8 +38,15 @@ pub(crate) async fn raw_connect_with(
     target: &Addr,
     config: TcpConfig,
 ) -> RawPeer {
-    let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(key, boot_nonce)), config);
-    let connection = transport.dial(target.clone()).await.expect("raw dial");
+    let identity = Arc::new(NoiseIdentity::new(key, boot_nonce));
+    // The transport under test: whichever the target listens on.
+    let connection = if target.scheme() == sinew_types::Scheme::Memory {
+        let config = sinew_memory::MemoryConfig { noise: config.noise, mux: config.mux };
+        sinew_memory::MemoryTransport::new(identity, config).dial(target.clone()).await
+    } else {
+        TcpTransport::new(identity, config).dial(target.clone()).await
+    };
+    let connection = connection.expect("raw dial");
     let mut control = connection.muxer.open_stream().await.expect("control stream");
     let hello =
         Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sinew::{Event, Opcode, Reason};
-use sinew_tests::{WAIT, addr, disconnected, node, node_with, still_serves};
+use sinew_tests::{
+    WAIT, addr, disconnected, node, node_with, still_serves, tcp_node, tcp_node_with,
+};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -36,7 +38,7 @@ async fn a_partial_frame_that_makes_no_progress_closes_the_connection() {
 
 #[tokio::test]
 async fn garbage_truncated_and_tls_handshakes_are_refused_while_the_listener_serves_others() {
-    let a = node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
+    let a = tcp_node_with(|c| c.tcp.noise.handshake_timeout = Duration::from_secs(2)).await;
     let mut events = a.events();
     let target = a.listen_addrs()[0].socket_addr().unwrap();
     let tls_client_hello = [0x16u8, 0x03, 0x01, 0x00, 0xa0, 0x01, 0x00, 0x00, 0x9c, 0x03, 0x03];
@@ -211,7 +213,7 @@ async fn another_control_stream_version_is_refused_with_its_code() {
     use sinew_codec::messages::{ControlHello, Disconnect, MessageBody as _};
     use sinew_codec::{Frame, FrameDecoder};
     use sinew_transport::Transport as _;
-    let a = node().await;
+    let a = tcp_node().await;
     let key = sinew_types::Keypair::generate();
     let identity = std::sync::Arc::new(sinew_secure::NoiseIdentity::new(&key, 1));
     let transport = sinew_tcp::TcpTransport::new(identity, sinew_tcp::TcpConfig::default());

@@ -63,7 +63,7 @@ pub use error::{
 };
 pub use events::{DropReason, Event, Events};
 pub use feed::{Feed, Lagged};
-pub use node::{Handle, Node, NodeBuilder, ProtocolHandle};
+pub use node::{Handle, Node, NodeBuilder, ProtocolHandle, TransportParts};
 pub use sinew_codec::messages::DisconnectCode;
 pub use sinew_codec::{Opcode, OpcodeRange, Status};
 pub use sinew_host::CallError;
@@ -82,6 +82,8 @@ pub use stream::{AppStream, IncomingStream, StreamInbox};
 /// The crates sinew is built from, for what the top level does not re-export.
 pub mod layers {
     pub use sinew_codec as codec;
+    pub use sinew_host as host;
+    pub use sinew_memory as memory;
     pub use sinew_nat as nat;
     pub use sinew_peers as peers;
     pub use sinew_protocol as protocol;

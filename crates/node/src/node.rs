@@ -12,7 +12,7 @@ use sinew_peers::PeerManager;
 use sinew_protocol::{BroadcastReport, Commands, Message, Opcodes, Protocol, ProtocolId};
 use sinew_secure::NoiseIdentity;
 use sinew_tcp::TcpTransport;
-use sinew_transport::ListenError;
+use sinew_transport::{ListenError, Transport};
 use sinew_types::{Addr, Keypair, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -26,7 +26,7 @@ use crate::error::{
 };
 use crate::events::{Event, Events};
 use crate::feed::{Feed, FeedQueue};
-use crate::shared::{PeerSlot, Shared, SharedParts, Waiter};
+use crate::shared::{PeerSlot, Shared, SharedParts, Transports, Waiter};
 use crate::state::NetworkState;
 use crate::stream::{AppStream, StreamInbox};
 use sinew_host::CallError;
@@ -36,6 +36,19 @@ pub struct NodeBuilder {
     keypair: Keypair,
     config: NodeConfig,
     protocols: Vec<Box<dyn Protocol>>,
+    transports: Vec<MakeTransport>,
+}
+
+/// Builds a transport once the node's identity is known (see [`NodeBuilder::transport`]).
+type MakeTransport = Box<dyn FnOnce(&TransportParts) -> Arc<dyn Transport> + Send>;
+
+/// What a transport is built from: the node's handshake identity and its configuration.
+#[derive(Debug)]
+pub struct TransportParts {
+    /// The identity the transport's handshake proves (the node's key and boot nonce).
+    pub identity: Arc<NoiseIdentity>,
+    /// The node's configuration (security and muxer settings live in `tcp`).
+    pub config: NodeConfig,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -93,6 +106,32 @@ impl NodeBuilder {
         self
     }
 
+    /// Adds a transport, built at start from the node's identity: it dials and listens for
+    /// the schemes it names ([`Transport::schemes`]), replacing the built-in TCP transport for
+    /// `tcp`. Addresses of a scheme no transport serves fail to dial and to listen with
+    /// `UnsupportedScheme`.
+    #[must_use]
+    pub fn transport<T: Transport>(
+        mut self,
+        make: impl FnOnce(&TransportParts) -> T + Send + 'static,
+    ) -> Self {
+        self.transports.push(Box::new(move |parts| Arc::new(make(parts))));
+        self
+    }
+
+    /// Adds the in-process transport (`memory://host:port`, see [`sinew_memory`]): nodes of
+    /// one process reach each other without sockets, through the same handshake and muxer.
+    #[must_use]
+    pub fn memory(self) -> Self {
+        self.transport(|parts| {
+            let config = sinew_memory::MemoryConfig {
+                noise: parts.config.tcp.noise,
+                mux: parts.config.tcp.mux.clone(),
+            };
+            sinew_memory::MemoryTransport::new(parts.identity.clone(), config)
+        })
+    }
+
     /// Register a protocol at start.
     #[must_use]
     pub fn protocol(mut self, protocol: impl Protocol) -> Self {
@@ -102,7 +141,7 @@ impl NodeBuilder {
 
     /// Binds the listen addresses and starts the node's tasks. Needs a tokio runtime.
     pub async fn start(self) -> Result<Node, StartError> {
-        let Self { keypair, mut config, protocols } = self;
+        let Self { keypair, mut config, protocols, transports: extra } = self;
         config.validate()?;
         if config.tcp.mux.window_budget.is_none() {
             let budget = sinew_mux::WindowBudget::new(config.mux_window_budget);
@@ -112,7 +151,12 @@ impl NodeBuilder {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();
         let identity = Arc::new(NoiseIdentity::new(&keypair, boot_nonce));
-        let transport = Arc::new(TcpTransport::new(identity, config.tcp.clone()));
+        let mut transports = Transports::default();
+        transports.add(Arc::new(TcpTransport::new(identity.clone(), config.tcp.clone())));
+        let parts = TransportParts { identity, config: config.clone() };
+        for make in extra {
+            transports.add(make(&parts));
+        }
         let (commands_tx, commands_rx) = mpsc::channel(config.command_capacity.max(1));
         let (conn_tx, conn_rx) = mpsc::channel(config.inbound_frame_capacity.max(1));
         let (incoming_tx, incoming_rx) = mpsc::channel(64);
@@ -129,7 +173,7 @@ impl NodeBuilder {
                 local: keypair.peer_id(),
                 events: events_tx,
                 commands: commands_tx,
-                transport,
+                transports,
                 incoming: incoming_tx,
                 rng: handle_rng,
             },
@@ -226,7 +270,12 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A builder for a node with this identity.
     pub fn builder(keypair: Keypair) -> NodeBuilder {
-        NodeBuilder { keypair, config: NodeConfig::default(), protocols: Vec::new() }
+        NodeBuilder {
+            keypair,
+            config: NodeConfig::default(),
+            protocols: Vec::new(),
+            transports: Vec::new(),
+        }
     }
 
     /// This node's peer id.
@@ -258,7 +307,12 @@ impl Node {
 
     /// Starts listening on `addr`; returns the bound address (with the real port).
     pub async fn listen(&self, addr: Addr) -> Result<Addr, ListenError> {
-        let mut listener = self.shared.transport.listen(addr).await?;
+        let transport = self
+            .shared
+            .transports
+            .get(addr.scheme())
+            .ok_or(ListenError::UnsupportedScheme(addr.scheme()))?;
+        let mut listener = transport.listen(addr).await?;
         let bound = listener.local_addr();
         self.shared.add_listen_addr(bound.clone());
         self.shared.emit(Event::Listening { addr: bound.clone() });

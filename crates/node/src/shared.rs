@@ -33,6 +33,24 @@ pub(crate) struct PeerSlot {
     pub(crate) system: Arc<SystemQueue>,
 }
 
+/// The node's transports, by the schemes they serve.
+#[derive(Default, Clone)]
+pub(crate) struct Transports(BTreeMap<sinew_types::Scheme, Arc<dyn Transport>>);
+
+impl Transports {
+    /// Adds a transport for every scheme it names (replacing an earlier one).
+    pub(crate) fn add(&mut self, transport: Arc<dyn Transport>) {
+        for scheme in transport.schemes() {
+            self.0.insert(*scheme, transport.clone());
+        }
+    }
+
+    /// The transport for `scheme`.
+    pub(crate) fn get(&self, scheme: sinew_types::Scheme) -> Option<Arc<dyn Transport>> {
+        self.0.get(&scheme).cloned()
+    }
+}
+
 /// Forgets a transfer when it ends, however it ends.
 pub(crate) struct TransferGuard {
     shared: Arc<Shared>,
@@ -67,7 +85,7 @@ pub(crate) struct Shared {
     /// Cancelled when the last `Node` handle is dropped: the driver shuts down.
     pub(crate) stop: CancellationToken,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) transports: Transports,
     /// Where listeners hand accepted sockets to the driver.
     pub(crate) incoming: mpsc::Sender<Incoming>,
     /// Accept loops, aborted at shutdown.
@@ -90,18 +108,18 @@ pub(crate) struct SharedParts {
     pub(crate) local: PeerId,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) commands: mpsc::Sender<Command>,
-    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) transports: Transports,
     pub(crate) incoming: mpsc::Sender<Incoming>,
     pub(crate) rng: rand_chacha::ChaCha8Rng,
 }
 
 impl Shared {
     pub(crate) fn new(config: NodeConfig, parts: SharedParts) -> Self {
-        let SharedParts { local, events, commands, transport, incoming, rng } = parts;
+        let SharedParts { local, events, commands, transports, incoming, rng } = parts;
         let budget = config.large_message_budget.min(Semaphore::MAX_PERMITS);
         Self {
             local,
-            transport,
+            transports,
             incoming,
             listeners: Mutex::new(Vec::new()),
             listen_addrs: RwLock::new(Vec::new()),

@@ -41,6 +41,9 @@ pub enum Scheme {
     Wss,
     /// QUIC (TLS 1.3 built in, native streams).
     Quic,
+    /// In-process pipes (tests and simulations): `memory://host:port`, where only the port
+    /// names the listener.
+    Memory,
 }
 
 impl Scheme {
@@ -51,6 +54,7 @@ impl Scheme {
             Self::Ws => "ws",
             Self::Wss => "wss",
             Self::Quic => "quic",
+            Self::Memory => "memory",
         }
     }
 
@@ -222,6 +226,7 @@ impl FromStr for Addr {
             "ws" => Scheme::Ws,
             "wss" => Scheme::Wss,
             "quic" => Scheme::Quic,
+            "memory" => Scheme::Memory,
             other => return Err(AddrError::UnknownScheme(other.to_owned())),
         };
         let (authority, path) = match rest.find('/') {

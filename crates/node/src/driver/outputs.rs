@@ -31,10 +31,14 @@ impl Driver {
         match output {
             Output::Transmit(transmit) => self.transmit(transmit),
             Output::Dial { conn, addr } => {
-                let transport = self.shared.transport.clone();
+                let transport = self.shared.transports.get(addr.scheme());
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = transport.dial(addr).await.map(Box::new).map_err(Arc::new);
+                    let result = match transport {
+                        Some(transport) => transport.dial(addr).await,
+                        None => Err(sinew_transport::DialError::UnsupportedScheme(addr.scheme())),
+                    };
+                    let result = result.map(Box::new).map_err(Arc::new);
                     let _ = tx.send(ConnEvent::Dialed { conn, result }).await;
                 });
                 self.pending.insert(conn, task.abort_handle());
