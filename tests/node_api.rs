@@ -234,3 +234,26 @@ async fn transports_serve_the_schemes_they_name() {
         "{quic:?}"
     );
 }
+
+/// A peer known at several addresses is dialled at each in turn (a short stagger apart, at
+/// once after a failure), and the first that authenticates is kept: a dead address first in
+/// the address book does not keep a persistent peer away.
+#[tokio::test]
+async fn a_peer_is_dialled_at_each_of_its_addresses_until_one_authenticates() {
+    let (a, b) = (node().await, node().await);
+    let mut events = b.events();
+    let peer = b.dial(addr(&a)).await.unwrap();
+    b.disconnect(peer, DisconnectCode::SHUTDOWN).await.unwrap();
+    sinew_tests::disconnected(&mut events, peer).await;
+    // An address where nobody listens, for the same peer: now first in the address book.
+    let dead = {
+        let gone = node().await;
+        let dead = gone.listen_addrs()[0].clone();
+        gone.shutdown().await;
+        dead
+    };
+    b.add_peer(dead.with_peer(peer)).await.unwrap();
+    connected(&mut events, peer).await;
+    let state = b.network_state().await.unwrap();
+    assert_eq!(state.peers[0].peer, peer);
+}

@@ -235,7 +235,22 @@ impl Host {
         let now = self.core.now;
         let outputs = &mut self.core.outputs;
         match action {
-            Action::Dial { conn, addr } => outputs.push_back(Output::Dial { conn, addr }),
+            Action::Dial { conn, addr } => {
+                // The peer's other known addresses, to try in turn.
+                let alternatives = addr
+                    .peer()
+                    .and_then(|peer| self.core.address_book.get(&peer).map(|a| (peer, a)))
+                    .map(|(peer, addrs)| {
+                        let first = addr.clone().without_peer();
+                        addrs
+                            .iter()
+                            .filter(|a| **a != first)
+                            .map(|a| a.clone().with_peer(peer))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                outputs.push_back(Output::Dial { conn, addr, alternatives });
+            }
             Action::Close { conn, reason } => {
                 if self.core.conns.contains_key(&conn) {
                     outputs.push_back(Output::Close {

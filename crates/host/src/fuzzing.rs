@@ -289,7 +289,7 @@ impl<'a> Harness<'a> {
                         }
                     }
                 }
-                Output::Dial { conn, addr } => {
+                Output::Dial { conn, addr, .. } => {
                     let i = self.peers.iter().position(|p| Some(*p) == addr.peer()).unwrap_or(0);
                     assert!(self.pending.insert(conn, Some(i)).is_none(), "{conn} dialled twice");
                 }

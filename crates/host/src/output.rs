@@ -118,12 +118,17 @@ pub enum Output {
     /// Write a frame (see [`Lane`]). System and protocol frames come within the connection's
     /// write credit ([`crate::Host::handle_write_credit`]).
     Transmit(Transmit),
-    /// Dial `addr` for connection `conn`; report with `handle_dialed` or `handle_dial_failed`.
+    /// Dial `addr` for connection `conn`, and then, each after a short stagger (or at once
+    /// when the one before failed), the `alternatives` (the peer's other known addresses):
+    /// keep the first that authenticates and drop the others. Report with
+    /// `handle_established` or `handle_dial_failed`.
     Dial {
         /// The connection's id.
         conn: ConnId,
-        /// Where.
+        /// Where first.
         addr: Addr,
+        /// The peer's other addresses, most recent first (with its peer id).
+        alternatives: Vec<Addr>,
     },
     /// Give up a dial or handshake in progress (the host already counts it closed).
     Abort {

@@ -68,6 +68,9 @@ pub struct NodeConfig {
     /// How long an accepted connection may take to open its control stream, and a dialled
     /// one to open ours (10 s).
     pub setup_timeout: Duration,
+    /// When a peer has several known addresses, the next is dialled this long after the one
+    /// before (or at once when it failed); the first that authenticates is kept (250 ms).
+    pub dial_stagger: Duration,
     /// How long a graceful close may take (finishing the lanes, the goodbye, the remote's
     /// FIN), and then closing the muxer (2 s each).
     pub close_grace: Duration,
@@ -224,6 +227,7 @@ impl Default for NodeConfig {
             frame_stall_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(20),
             setup_timeout: Duration::from_secs(10),
+            dial_stagger: Duration::from_millis(250),
             close_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(3),
             system_lane_bytes: 128 * 1024,

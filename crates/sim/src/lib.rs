@@ -473,7 +473,7 @@ impl Sim {
                 }
                 self.hosts[idx].host.handle_write_credit(conn, lane, len);
             }
-            Output::Dial { conn, addr } => {
+            Output::Dial { conn, addr, alternatives: _ } => {
                 let (min, max) = self.latency;
                 let latency = if max > min { self.rng.random_range(min..=max) } else { min };
                 let target = self.by_addr.get(&addr.clone().without_peer()).copied();

@@ -4,6 +4,7 @@
 
 mod conn_events;
 mod convert;
+mod dial;
 mod outputs;
 
 use std::collections::BTreeMap;

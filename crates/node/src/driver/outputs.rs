@@ -30,14 +30,13 @@ impl Driver {
     fn apply(&mut self, output: Output) {
         match output {
             Output::Transmit(transmit) => self.transmit(transmit),
-            Output::Dial { conn, addr } => {
-                let transport = self.shared.transports.get(addr.scheme());
+            Output::Dial { conn, addr, alternatives } => {
+                let transports = self.shared.transports.clone();
+                let stagger = self.shared.config.dial_stagger;
                 let tx = self.conn_events_tx.clone();
                 let task = tokio::spawn(async move {
-                    let result = match transport {
-                        Some(transport) => transport.dial(addr).await,
-                        None => Err(sinew_transport::DialError::UnsupportedScheme(addr.scheme())),
-                    };
+                    let addrs = std::iter::once(addr).chain(alternatives).collect();
+                    let result = super::dial::staggered(&transports, addrs, stagger).await;
                     let result = result.map(Box::new).map_err(Arc::new);
                     let _ = tx.send(ConnEvent::Dialed { conn, result }).await;
                 });
