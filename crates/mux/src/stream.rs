@@ -106,13 +106,19 @@ impl AsyncRead for YamuxStream {
                     return Poll::Pending;
                 }
                 // The driver is gone, so nothing more can arrive: what it buffered before it
-                // ended is read first, then this is the end of the stream.
+                // ended is read first; then, as no FIN came (the read above would have seen
+                // it), the stream was cut short.
                 match Pin::new(&mut this.inner).poll_read(cx, slice) {
                     Poll::Ready(result) => result?,
                     Poll::Pending => 0,
                 }
             }
         };
+        // yamux reads a reset (or the connection's end) as the end of the stream. Only the
+        // remote's FIN ends it cleanly: anything else is an error, never a clean EOF.
+        if n == 0 && !this.inner.fin_received() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
