@@ -75,6 +75,14 @@ impl PeerQueue {
         Ok(())
     }
 
+    /// Wakes the writer (protocol frames for it arrived elsewhere). Every waiting writer is
+    /// woken, and the next to wait too: during a duplicate swap two connections' writers may
+    /// wait here, and the frames are for one of them.
+    pub(crate) fn wake_writer(&self) {
+        self.writer.notify_waiters();
+        self.writer.notify_one();
+    }
+
     /// Queues a frame if there is room now.
     pub(crate) fn try_push(&self, frame: Frame) -> Result<(), SendError> {
         let cost = self.cost(&frame);

@@ -1,7 +1,7 @@
 //! Per-connection counters and the read rate limiter.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sinew_peers::ConnId;
@@ -30,8 +30,8 @@ pub(crate) struct ConnStats {
     streams_report_pending: AtomicBool,
     /// Bytes the writers wrote of what the host handed them (system frames; protocol frames
     /// on the message lane), not yet reported: the host's write credit.
-    system_written: AtomicUsize,
-    protocol_written: AtomicUsize,
+    system_written: AtomicU32,
+    protocol_written: AtomicU32,
     /// Whether a report of written bytes is on its way to the driver (at most one).
     written_report_pending: AtomicBool,
     /// Where activity is reported (none in unit tests).
@@ -55,8 +55,8 @@ impl ConnStats {
             open_streams: AtomicUsize::new(0),
             authorized: AtomicBool::new(authorized),
             streams_report_pending: AtomicBool::new(false),
-            system_written: AtomicUsize::new(0),
-            protocol_written: AtomicUsize::new(0),
+            system_written: AtomicU32::new(0),
+            protocol_written: AtomicU32::new(0),
             written_report_pending: AtomicBool::new(false),
         }
     }
@@ -108,7 +108,8 @@ impl ConnStats {
             return;
         }
         let counter = if system { &self.system_written } else { &self.protocol_written };
-        counter.fetch_add(bytes, Ordering::AcqRel);
+        // At most the host's credit (a few hundred KiB) is written between two reports.
+        counter.fetch_add(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::AcqRel);
         if self.written_report_pending.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -126,10 +127,8 @@ impl ConnStats {
     /// next write reports again.
     pub(crate) fn take_written(&self) -> (usize, usize) {
         self.written_report_pending.store(false, Ordering::Release);
-        (
-            self.system_written.swap(0, Ordering::AcqRel),
-            self.protocol_written.swap(0, Ordering::AcqRel),
-        )
+        let take = |counter: &AtomicU32| counter.swap(0, Ordering::AcqRel) as usize;
+        (take(&self.system_written), take(&self.protocol_written))
     }
 
     /// Application streams open now.

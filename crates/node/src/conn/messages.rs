@@ -32,7 +32,8 @@ pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 const QUANTUM: usize = BATCH_BYTES / 2;
 
 /// What a message lane writes: the peer's application queue, and protocol frames the host
-/// handed this connection within its write credit.
+/// handed this connection within its write credit (kept in the connection's system queue;
+/// pushing one wakes the peer queue's writer).
 pub(super) struct Sources {
     pub(super) queue: Arc<PeerQueue>,
     pub(super) protocol: Arc<super::system::SystemQueue>,
@@ -49,9 +50,7 @@ impl ProtocolTurn {
     /// Moves this round's protocol frames into `batch`: the deficit grows by a quantum while
     /// frames wait, and frames go while they fit in it. Returns their encoded bytes.
     fn take(&mut self, protocol: &super::system::SystemQueue, batch: &mut Vec<Frame>) -> usize {
-        let mut popped = Vec::new();
-        let _ = protocol.pop_all(&mut popped);
-        self.frames.extend(popped);
+        protocol.pop_protocol(&mut self.frames);
         if self.frames.is_empty() {
             self.deficit = 0;
             return 0;
@@ -130,10 +129,6 @@ pub(super) async fn write_messages(
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                () = protocol.ready() => {
-                    rate.restart(tokio::time::Instant::now(), written);
-                    continue;
-                }
                 () = queue.ready() => {
                     // Idle by choice, not slow: the rate is judged from here.
                     rate.restart(tokio::time::Instant::now(), written);
@@ -162,7 +157,6 @@ pub(super) async fn write_messages(
         }
         stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
         if protocol_bytes > 0 {
-            protocol.written(protocol_bytes);
             stats.wrote(false, protocol_bytes);
         }
         out = BytesMut::new();

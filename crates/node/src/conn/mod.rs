@@ -107,8 +107,6 @@ pub(crate) struct ConnTask {
     pub(crate) shared: Arc<Shared>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) system: Arc<SystemQueue>,
-    /// Protocol frames for the message lane, taking turns with the peer queue.
-    pub(crate) protocol: Arc<SystemQueue>,
     pub(crate) to_driver: mpsc::Sender<ConnEvent>,
     pub(crate) commands: futures::channel::mpsc::Receiver<ConnCommand>,
 }
@@ -135,8 +133,7 @@ impl ConnTask {
     /// one-off phases (setting up the control stream, closing) run as boxed futures, so the
     /// long-lived state machine of an idle connection stays small.
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
-        let Self { conn, peer, connection, shared, stats, system, protocol, to_driver, commands } =
-            self;
+        let Self { conn, peer, connection, shared, stats, system, to_driver, commands } = self;
         let Connection { muxer, info } = connection;
         let direction = info.direction;
         drop(info);
@@ -152,7 +149,7 @@ impl ConnTask {
             to_driver,
             messages: Arc::default(),
         };
-        run_connection(ctx, muxer, direction, system, protocol, commands)
+        run_connection(ctx, muxer, direction, system, commands)
     }
 }
 
@@ -161,7 +158,6 @@ async fn run_connection(
     muxer: MuxedConnection,
     direction: Direction,
     system: Arc<SystemQueue>,
-    protocol: Arc<SystemQueue>,
     mut commands: futures::channel::mpsc::Receiver<ConnCommand>,
 ) {
     let setup = Box::pin(control_stream(&muxer, direction, &ctx));
@@ -170,8 +166,7 @@ async fn run_connection(
             // The remote's other streams, from now on.
             let acceptor = inbound::accept_loop(&muxer, &ctx);
             tokio::pin!(acceptor);
-            let lanes =
-                Lanes { ctx: &ctx, muxer: &muxer, system: &system, protocol: &protocol, direction };
+            let lanes = Lanes { ctx: &ctx, muxer: &muxer, system: &system, direction };
             lanes.run(stream, acceptor.as_mut(), &mut commands).await
         }
         Err(reason) => reason,
@@ -235,8 +230,7 @@ async fn control_stream(
 struct Lanes<'a> {
     ctx: &'a StreamCtx,
     muxer: &'a MuxedConnection,
-    system: &'a SystemQueue,
-    protocol: &'a Arc<SystemQueue>,
+    system: &'a Arc<SystemQueue>,
     direction: Direction,
 }
 
@@ -272,13 +266,11 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Waits until `queue` or the protocol lane may have frames; pending while there is no queue.
-async fn queue_ready(queue: Option<Arc<PeerQueue>>, protocol: &SystemQueue) {
+/// Waits until `queue` may have frames (or protocol frames arrived: they wake it too);
+/// pending while there is none.
+async fn queue_ready(queue: Option<Arc<PeerQueue>>) {
     match queue {
-        Some(queue) => tokio::select! {
-            () = queue.ready() => {}
-            () = protocol.ready() => {}
-        },
+        Some(queue) => queue.ready().await,
         None => std::future::pending().await,
     }
 }
@@ -417,7 +409,7 @@ impl Lanes<'_> {
                         }
                     }
                 }
-                () = queue_ready(idle_queue.clone(), self.protocol), if closing.is_none() => {
+                () = queue_ready(idle_queue.clone()), if closing.is_none() => {
                     let Some(queue) = idle_queue.take() else { continue };
                     msg_stop = CancellationToken::new();
                     let pace = messages::Pace {
@@ -427,7 +419,7 @@ impl Lanes<'_> {
                     };
                     msg_wr = Some(Box::pin(messages::write_messages(
                         self.muxer.clone(),
-                        messages::Sources { queue, protocol: self.protocol.clone() },
+                        messages::Sources { queue, protocol: Arc::clone(self.system) },
                         msg_stop.clone(),
                         &ctx.stats,
                         pace,

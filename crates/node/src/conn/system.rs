@@ -32,6 +32,9 @@ struct State {
     bytes: usize,
     finished: bool,
     last: Option<Frame>,
+    /// Protocol frames for the message lane (the host bounds them by its write credit): kept
+    /// here so an idle connection pays for no queue of their own.
+    protocol: VecDeque<Frame>,
 }
 
 /// What [`SystemQueue::pop_all`] found after the frames it moved.
@@ -122,6 +125,19 @@ impl SystemQueue {
         state.last = last;
         drop(state);
         self.writer.notify_one();
+    }
+
+    /// Queues a protocol frame for the message lane (within the host's credit, so unbounded
+    /// here); its writer is woken through the peer queue.
+    pub(crate) fn push_protocol(&self, frame: Frame) {
+        self.lock().protocol.push_back(frame);
+    }
+
+    /// Moves the protocol frames queued for the message lane into `out`.
+    pub(crate) fn pop_protocol(&self, out: &mut VecDeque<Frame>) {
+        let mut state = self.lock();
+        out.extend(state.protocol.drain(..));
+        state.protocol = VecDeque::new();
     }
 
     /// Bytes queued now.

@@ -114,8 +114,6 @@ impl Driver {
         let peer = connection.info.peer;
         let muxer = connection.muxer.clone();
         let system = Arc::new(SystemQueue::new(shared.config.system_lane_bytes));
-        // The host hands out at most its credit; the lane's own bound is a backstop.
-        let protocol = Arc::new(SystemQueue::new(usize::MAX / 2));
         let task = ConnTask {
             conn,
             peer,
@@ -123,12 +121,11 @@ impl Driver {
             shared,
             stats: stats.clone(),
             system: system.clone(),
-            protocol: protocol.clone(),
             to_driver: self.conn_events_tx.clone(),
             commands: commands_rx,
         };
         let task = tokio::spawn(task.run()).abort_handle();
-        let entry = ConnEntry { peer, commands: commands_tx, stats, muxer, system, protocol, task };
+        let entry = ConnEntry { commands: commands_tx, stats, muxer, system, task };
         self.conns.insert(conn, Box::new(entry));
     }
 

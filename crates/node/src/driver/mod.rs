@@ -95,14 +95,11 @@ pub(crate) enum Command {
 
 /// An established connection: its task and what the driver hands it.
 pub(crate) struct ConnEntry {
-    pub(crate) peer: PeerId,
     pub(crate) commands: futures::channel::mpsc::Sender<ConnCommand>,
     pub(crate) stats: Arc<ConnStats>,
     pub(crate) muxer: MuxedConnection,
-    /// Its system lane.
+    /// Its system lane (which also holds protocol frames for its message lane).
     pub(crate) system: Arc<SystemQueue>,
-    /// Protocol frames for its message lane (within the host's credit).
-    pub(crate) protocol: Arc<SystemQueue>,
     /// Its task, aborted if it outlives shutdown's grace period.
     pub(crate) task: tokio::task::AbortHandle,
 }

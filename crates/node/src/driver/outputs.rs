@@ -117,11 +117,20 @@ impl Driver {
     }
 
     fn transmit(&mut self, Transmit { conn, lane, frame }: Transmit) {
-        let Some(entry) = self.entry(conn) else { return };
+        let (Some(entry), Some(peer)) = (self.entry(conn), self.host.conn_peer(conn)) else {
+            return;
+        };
         let result = match lane {
             Lane::System => entry.system.try_push(frame),
-            Lane::Message => entry.protocol.try_push(frame),
-            Lane::Large(transfer) => match self.shared.peer(&entry.peer) {
+            Lane::Message => {
+                entry.system.push_protocol(frame);
+                // The message writer waits on the peer queue: wake it there.
+                if let Some(queue) = self.queues.get(&peer) {
+                    queue.wake_writer();
+                }
+                Ok(())
+            }
+            Lane::Large(transfer) => match self.shared.peer(&peer) {
                 Some(slot) => outbound::try_send_large(&self.shared, slot, frame, Some(transfer.0)),
                 None => Err(crate::SendError::NotConnected),
             },
