@@ -247,14 +247,10 @@ async fn receive_large(
 ) -> Result<(), StreamFault> {
     let shared = &ctx.shared;
     let config = &shared.config;
-    let decoder = FrameDecoder::new(MAX_MESSAGE);
-    let drop_with = |reason| {
-        shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
-        StreamFault::Malformed
-    };
+    let drop_with = |reason| dropped(ctx, opcode, reason);
     // The header alone says whether the payload is within 512 MiB, exactly (its flags say
     // how long the rest of the header is).
-    match decoder.clone().decode(&mut BytesMut::from(head)) {
+    match FrameDecoder::new(MAX_MESSAGE).decode(&mut BytesMut::from(head)) {
         Ok(_) => {}
         Err(sinew_codec::FrameError::TooLarge { .. }) => {
             return Err(drop_with(DropReason::TooLarge));
@@ -285,6 +281,12 @@ async fn receive_large(
     }
 }
 
+/// A large message dropped for `reason`: the event, and the fault that resets its stream.
+fn dropped(ctx: &StreamCtx, opcode: Opcode, reason: DropReason) -> StreamFault {
+    ctx.shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
+    StreamFault::Malformed
+}
+
 /// The body of a large message (see [`receive_large`]).
 async fn receive_body(
     stream: &mut Stream,
@@ -296,10 +298,7 @@ async fn receive_body(
     let shared = &ctx.shared;
     let config = &shared.config;
     let decoder = FrameDecoder::new(MAX_MESSAGE);
-    let drop_with = |reason| {
-        shared.emit(Event::MessageDropped { peer: ctx.peer, opcode, reason });
-        StreamFault::Malformed
-    };
+    let drop_with = |reason| dropped(ctx, opcode, reason);
     let mut charge = Charge::new(shared.large_in.clone(), ctx.large_share.clone());
     let exhausted = |_| drop_with(DropReason::BudgetExhausted);
     // A Vec, not a BytesMut: its growth is ours to choose (`reserve_exact`), so its capacity,
