@@ -346,3 +346,94 @@ async fn protocol_frames_take_turns_with_an_application_backlog() {
     assert!(delay < Duration::from_millis(1500), "{delay:?}");
     filler.await.unwrap();
 }
+
+/// Keeps its own queue with two priorities and sends from it only when the connection can take
+/// more (`on_writable`): 96 low-priority frames of 16 KiB when the peer connects, and 5
+/// high-priority ones a second later, which overtake the low ones still in its queue.
+struct Prioritizer {
+    high: std::collections::VecDeque<Bytes>,
+    low: std::collections::VecDeque<Bytes>,
+    peer: Option<PeerId>,
+}
+impl sinew::Protocol for Prioritizer {
+    fn opcodes(&self) -> sinew::Opcodes {
+        Opcode::app(2100).unwrap().into()
+    }
+    fn on_peer_connected(&mut self, ctx: &mut sinew::Ctx<'_>, peer: &sinew::PeerInfo) {
+        self.peer = Some(peer.peer);
+        self.low = (0..96u8).map(|i| Bytes::from(vec![i; 16 * 1024])).collect();
+        ctx.set_timer_in(Duration::from_secs(1));
+        ctx.notify_writable(&peer.peer);
+    }
+    fn on_timer(&mut self, ctx: &mut sinew::Ctx<'_>, _timer: sinew::TimerId) {
+        self.high = (200..205u8).map(|i| Bytes::from(vec![i; 16 * 1024])).collect();
+        if let Some(peer) = self.peer {
+            ctx.notify_writable(&peer);
+        }
+    }
+    fn on_writable(&mut self, ctx: &mut sinew::Ctx<'_>, peer: &PeerId) {
+        let op = Opcode::app(2100).unwrap();
+        while ctx.send_capacity(peer) >= 17 * 1024 {
+            let Some(next) = self.high.pop_front().or_else(|| self.low.pop_front()) else { return };
+            ctx.try_send(peer, op, next).unwrap();
+        }
+        if !self.high.is_empty() || !self.low.is_empty() {
+            ctx.notify_writable(peer);
+        }
+    }
+}
+
+/// Records the first byte of each frame, in arrival order.
+struct Arrivals(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+impl sinew::Protocol for Arrivals {
+    fn opcodes(&self) -> sinew::Opcodes {
+        Opcode::app(2100).unwrap().into()
+    }
+    fn on_message(&mut self, _ctx: &mut sinew::Ctx<'_>, msg: sinew::Message) -> sinew::Handled {
+        self.0.lock().unwrap().push(msg.payload[0]);
+        sinew::Handled::Yes
+    }
+}
+
+/// A protocol that keeps its own queue pulls from it when the connection can take more
+/// (`on_writable`), so its priorities survive: behind an 8 MiB application backlog towards a
+/// 1 MB/s reader, its high-priority frames overtake its own low-priority ones, and all of its
+/// frames arrive while the application backlog is still there.
+#[tokio::test]
+async fn a_protocol_pulls_its_own_priorities_behind_an_application_backlog() {
+    let arrivals = std::sync::Arc::default();
+    let receiver = Node::builder(sinew::Keypair::generate())
+        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .configure(|c| c.recv_rate_limit = Some(RATE))
+        .protocol(Arrivals(std::sync::Arc::clone(&arrivals)))
+        .start()
+        .await
+        .unwrap();
+    let sender = Node::builder(sinew::Keypair::generate())
+        .protocol(Prioritizer { high: Default::default(), low: Default::default(), peer: None })
+        .start()
+        .await
+        .unwrap();
+    let mut inbox = receiver.inbox(Opcode::app(1000).unwrap()).await.unwrap();
+    tokio::spawn(async move { while inbox.next().await.is_some() {} });
+    let peer = sender.dial(addr(&receiver)).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(8);
+    let filler = tokio::spawn(keep_full(sender.clone(), peer, until));
+    let all = sinew_tests::eventually(|| {
+        let arrivals = std::sync::Arc::clone(&arrivals);
+        async move { arrivals.lock().unwrap().len() == 101 }
+    })
+    .await;
+    let order = arrivals.lock().unwrap().clone();
+    assert!(all, "{} of 101 arrived", order.len());
+    let state = sender.network_state().await.unwrap();
+    assert!(state.peers[0].queued_bytes > 4 << 20, "the application backlog was still there");
+    let lows: Vec<u8> = order.iter().copied().filter(|b| *b < 200).collect();
+    assert_eq!(lows, (0..96).collect::<Vec<u8>>(), "low ones in their order");
+    let first_high = order.iter().position(|b| *b >= 200).unwrap();
+    let last_low = order.iter().rposition(|b| *b < 200).unwrap();
+    assert!(first_high < last_low, "the high ones overtook queued low ones: {order:?}");
+    let highs: Vec<u8> = order[first_high..].iter().copied().filter(|b| *b >= 200).collect();
+    assert_eq!(highs, (200..205).collect::<Vec<u8>>());
+    filler.await.unwrap();
+}

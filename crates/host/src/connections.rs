@@ -139,6 +139,8 @@ impl Host {
                 entry.protocol_used = entry.protocol_used.saturating_sub(bytes);
                 let peer = entry.peer;
                 self.core.pump(&peer);
+                // Protocols waiting for room hear of it now.
+                self.settle();
             }
             Lane::Large(_) => {}
         }
@@ -335,6 +337,7 @@ impl Host {
 
     fn peer_disconnected(&mut self, peer: PeerId, reason: PeersReason) {
         self.core.info.remove(&peer);
+        self.core.writable_wanted.remove(&peer);
         self.core.connected.retain(|p| *p != peer);
         let keep_queue = self.core.peers.persistent_peers().contains(&peer)
             && !self.core.peers.is_shutting_down();

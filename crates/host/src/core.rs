@@ -109,6 +109,10 @@ pub(crate) struct Core {
     pub(crate) advertised: Vec<Addr>,
     pub(crate) shutting_down: bool,
     pub(crate) outputs: VecDeque<Output>,
+    /// Protocols waiting for a peer's connection to take more frames (`on_writable`).
+    pub(crate) writable_wanted: BTreeMap<PeerId, BTreeSet<ProtocolId>>,
+    /// Peers whose connection can take more and has protocols waiting, to call this round.
+    pub(crate) writable_ready: Vec<PeerId>,
 }
 
 impl Core {
@@ -150,6 +154,8 @@ impl Core {
             advertised: Vec::new(),
             shutting_down: false,
             outputs: VecDeque::new(),
+            writable_wanted: BTreeMap::new(),
+            writable_ready: Vec::new(),
         }
     }
 
@@ -240,7 +246,10 @@ impl Core {
     pub(crate) fn pump(&mut self, peer: &PeerId) {
         let Some(conn) = self.peers.active_connection(peer) else { return };
         let Some(entry) = self.conns.get_mut(&conn) else { return };
-        let Some(waiting) = self.waiting.get_mut(peer) else { return };
+        let Some(waiting) = self.waiting.get_mut(peer) else {
+            self.check_writable(peer);
+            return;
+        };
         let credit = self.config.protocol_credit_bytes;
         while let Some(front) = waiting.frames.front() {
             let len = front.encoded_len();
@@ -254,6 +263,28 @@ impl Core {
         }
         if waiting.frames.is_empty() {
             self.waiting.remove(peer);
+        }
+        self.check_writable(peer);
+    }
+
+    /// Protocol bytes `peer`'s active connection takes now: its credit, less what is out and
+    /// what waits in the host.
+    pub(crate) fn send_capacity_of(&self, peer: &PeerId) -> usize {
+        let Some(entry) = self.peers.active_connection(peer).and_then(|c| self.conns.get(&c))
+        else {
+            return 0;
+        };
+        let waiting = self.waiting.get(peer).map_or(0, |w| w.bytes);
+        self.config.protocol_credit_bytes.saturating_sub(entry.protocol_used + waiting)
+    }
+
+    /// Files `peer` for `on_writable` calls if protocols wait for it and it can take more.
+    fn check_writable(&mut self, peer: &PeerId) {
+        if self.writable_wanted.contains_key(peer)
+            && self.send_capacity_of(peer) > 0
+            && !self.writable_ready.contains(peer)
+        {
+            self.writable_ready.push(*peer);
         }
     }
 
@@ -334,6 +365,21 @@ impl sinew_protocol::Host for Core {
 
     fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
         self.queue_frame(peer, frame)
+    }
+
+    fn send_capacity(&self, peer: &PeerId) -> usize {
+        if !self.info.contains_key(peer) || self.shutting_down {
+            return 0;
+        }
+        self.send_capacity_of(peer)
+    }
+
+    fn want_writable(&mut self, protocol: ProtocolId, peer: &PeerId) {
+        if !self.info.contains_key(peer) {
+            return;
+        }
+        self.writable_wanted.entry(*peer).or_default().insert(protocol);
+        self.check_writable(peer);
     }
 
     fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<TransferId, SendError> {

@@ -235,7 +235,8 @@ impl Host {
             let peer_work = self.process_peer_actions();
             let protocol_work = self.process_protocol_commands();
             let flood_work = self.close_flooded();
-            if !peer_work && !protocol_work && !flood_work {
+            let writable_work = self.call_writable();
+            if !peer_work && !protocol_work && !flood_work && !writable_work {
                 return;
             }
         }
@@ -299,6 +300,20 @@ impl Host {
         for protocol in owners {
             self.call(protocol, |p, ctx| p.on_dial_outcome(ctx, &outcome));
         }
+    }
+
+    /// Calls `on_writable` of the protocols waiting for peers whose connection can take more
+    /// (each ask is answered once). Returns whether there were any.
+    fn call_writable(&mut self) -> bool {
+        let ready = std::mem::take(&mut self.core.writable_ready);
+        let any = !ready.is_empty();
+        for peer in ready {
+            let Some(protocols) = self.core.writable_wanted.remove(&peer) else { continue };
+            for protocol in protocols {
+                self.call(protocol, |p, ctx| p.on_writable(ctx, &peer));
+            }
+        }
+        any
     }
 
     /// Closes the connections whose remote asked faster than it read the answers.

@@ -345,3 +345,37 @@ fn identify_is_sent_on_connect_and_recorded_when_it_arrives() {
         "{out:?}"
     );
 }
+
+/// Fills the connection's credit, then asks to hear when there is room again.
+struct Puller {
+    calls: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+impl Protocol for Puller {
+    fn opcodes(&self) -> Opcodes {
+        app(7000).into()
+    }
+    fn on_peer_connected(&mut self, ctx: &mut Ctx<'_>, peer: &PeerInfo) {
+        while ctx.send_capacity(&peer.peer) > 0 {
+            ctx.try_send(&peer.peer, app(7000), Bytes::from(vec![0; 500])).unwrap();
+        }
+        ctx.notify_writable(&peer.peer);
+    }
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, peer: &PeerId) {
+        self.calls.lock().unwrap().push(ctx.send_capacity(peer));
+    }
+}
+
+#[test]
+fn a_protocol_hears_once_when_the_connection_takes_more() {
+    let calls = std::sync::Arc::default();
+    let puller = Puller { calls: std::sync::Arc::clone(&calls) };
+    let mut h = Harness::new(|c, _| c.protocol_credit_bytes = 2000, vec![Box::new(puller)]);
+    assert!(calls.lock().unwrap().is_empty(), "no room yet: no call");
+    // Three frames fit the credit; the fourth waits in the host. One written: the fourth goes,
+    // and the room left is the protocol's.
+    let len = Frame::message(app(7000), Bytes::from(vec![0; 500])).encoded_len();
+    h.host.handle_write_credit(h.conn, Lane::Message, len);
+    assert_eq!(*calls.lock().unwrap(), vec![2000 - 3 * len]);
+    h.host.handle_write_credit(h.conn, Lane::Message, len);
+    assert_eq!(calls.lock().unwrap().len(), 1, "one call per ask");
+}

@@ -93,6 +93,9 @@ impl<P: Commands> Protocol for WithCommands<P> {
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: TimerId) {
         self.0.on_timer(ctx, timer);
     }
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, peer: &PeerId) {
+        self.0.on_writable(ctx, peer);
+    }
     fn on_stop(&mut self, ctx: &mut Ctx<'_>) {
         self.0.on_stop(ctx);
     }

@@ -54,6 +54,12 @@ pub trait Host {
     fn peer_info(&self, peer: &PeerId) -> Option<&PeerInfo>;
     /// Queues a frame for a peer without waiting.
     fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError>;
+    /// Bytes of protocol frames `peer`'s connection takes now without queueing them (0 when
+    /// not connected).
+    fn send_capacity(&self, peer: &PeerId) -> usize;
+    /// Calls `protocol`'s `on_writable` for `peer` once its connection can take more frames
+    /// (at once if it can now).
+    fn want_writable(&mut self, protocol: ProtocolId, peer: &PeerId);
     /// Queues a frame to travel on a stream of its own, whatever its size, and names the
     /// transfer (so it can be cancelled).
     fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<crate::TransferId, SendError>;
@@ -133,6 +139,20 @@ impl<'a> Ctx<'a> {
     ) -> Result<(), SendError> {
         Self::check_size(&payload)?;
         self.host.send_frame(peer, Frame::message(opcode, payload))
+    }
+
+    /// Bytes of this node's protocol frames `peer`'s connection takes now without queueing
+    /// them (the host's write credit, less what waits): send about this much, keep the rest in
+    /// your own queue, and ask for [`crate::Protocol::on_writable`].
+    pub fn send_capacity(&self, peer: &PeerId) -> usize {
+        self.host.send_capacity(peer)
+    }
+
+    /// Asks for one [`crate::Protocol::on_writable`] call once `peer`'s connection can take
+    /// more frames (at once, after this callback, if it can now). Protocols that keep their own
+    /// queues, with their own priorities, pull from them there.
+    pub fn notify_writable(&mut self, peer: &PeerId) {
+        self.host.want_writable(self.protocol, peer);
     }
 
     /// Sends a message on a stream of its own, whatever its size (messages above the

@@ -120,6 +120,14 @@ pub trait Protocol: Send + 'static {
         let _ = (ctx, transfer);
     }
 
+    /// `peer`'s connection can take more of this protocol's frames (asked for with
+    /// [`Ctx::notify_writable`]; once per ask). A protocol that keeps its own queue (with its
+    /// own priorities) sends from it here, about [`Ctx::send_capacity`] bytes, and asks again
+    /// if more is left.
+    fn on_writable(&mut self, ctx: &mut Ctx<'_>, peer: &PeerId) {
+        let _ = (ctx, peer);
+    }
+
     /// A dial this protocol asked for with [`Ctx::dial`] ended.
     fn on_dial_outcome(&mut self, ctx: &mut Ctx<'_>, outcome: &DialOutcome) {
         let _ = (ctx, outcome);

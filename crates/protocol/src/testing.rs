@@ -31,6 +31,8 @@ pub struct TestHost {
     pub full: Vec<PeerId>,
     /// The unix time protocols see (set it freely).
     pub unix: Duration,
+    /// Peers protocols asked `on_writable` for, in order.
+    pub writable_wanted: Vec<PeerId>,
 }
 
 impl TestHost {
@@ -49,6 +51,7 @@ impl TestHost {
             next_id: 1,
             full: Vec::new(),
             unix: Duration::ZERO,
+            writable_wanted: Vec::new(),
         }
     }
 
@@ -111,6 +114,14 @@ impl Host for TestHost {
 
     fn unix_time(&self) -> Duration {
         self.unix
+    }
+
+    fn send_capacity(&self, peer: &PeerId) -> usize {
+        if self.info.contains_key(peer) && !self.full.contains(peer) { usize::MAX } else { 0 }
+    }
+
+    fn want_writable(&mut self, _protocol: ProtocolId, peer: &PeerId) {
+        self.writable_wanted.push(*peer);
     }
 
     fn send_large(&mut self, peer: &PeerId, frame: Frame) -> Result<crate::TransferId, SendError> {
