@@ -65,8 +65,10 @@ pub struct HostConfig {
     /// Protocol frames (application opcodes) the host holds per peer before
     /// [`sinew_protocol::SendError::Full`].
     pub protocol_queue_bytes: usize,
-    /// Protocol-frame bytes per connection handed to its message lane and not yet reported
-    /// written (the write credit: more waits in the host, where priorities still apply).
+    /// Protocol-frame bytes per peer handed to the driver and not yet reported written (the
+    /// write credit: more waits in the host, where priorities still apply). Per peer: the
+    /// driver keeps them in the peer's queue, which whichever connection carries the peer
+    /// writes.
     pub protocol_credit_bytes: usize,
     /// Application frames with more payload than this go on a stream of their own.
     pub control_frame_cap: usize,

@@ -17,6 +17,10 @@ use crate::Host;
 use crate::core::ConnEntry;
 use crate::output::{HostEvent, Lane, Output, PingFailure, PingId};
 
+/// Other addresses of a peer tried after the first when dialling it (the most recent ones):
+/// a peer that advertises many addresses does not make every redial a burst of dials.
+const MAX_ALTERNATIVES: usize = 2;
+
 /// The code a close for this reason says.
 fn disconnect_code(reason: PeersReason) -> DisconnectCode {
     match reason {
@@ -95,7 +99,6 @@ impl Host {
             direction: established.direction,
             remote_addr: established.remote_addr.clone(),
             system_used: 0,
-            protocol_used: 0,
         };
         self.core.conns.insert(conn, Box::new(entry));
         self.core.peers.handshake_succeeded(conn, established, now);
@@ -136,9 +139,8 @@ impl Host {
         match lane {
             Lane::System => entry.system_used = entry.system_used.saturating_sub(bytes),
             Lane::Message => {
-                entry.protocol_used = entry.protocol_used.saturating_sub(bytes);
                 let peer = entry.peer;
-                self.core.pump(&peer);
+                self.core.protocol_written(&peer, bytes);
                 // Protocols waiting for room hear of it now.
                 self.settle();
             }
@@ -247,6 +249,7 @@ impl Host {
                         addrs
                             .iter()
                             .filter(|a| **a != first)
+                            .take(MAX_ALTERNATIVES)
                             .map(|a| a.clone().with_peer(peer))
                             .collect()
                     })

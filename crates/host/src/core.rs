@@ -34,15 +34,17 @@ pub(crate) struct ConnEntry {
     pub(crate) remote_addr: Addr,
     /// System-lane bytes handed out and not reported written.
     pub(crate) system_used: usize,
-    /// Protocol-frame bytes handed to the message lane and not reported written.
-    pub(crate) protocol_used: usize,
 }
 
-/// Protocol frames for one peer that wait for write credit.
+/// Protocol frames for one peer that wait for write credit, and what was handed out.
 #[derive(Debug, Default)]
 pub(crate) struct Waiting {
     pub(crate) frames: VecDeque<Frame>,
     pub(crate) bytes: usize,
+    /// Protocol-frame bytes handed to the driver and not reported written. Per peer, not per
+    /// connection: the driver keeps them in the peer's queue, which whichever connection
+    /// carries the peer writes, so a swap neither loses them nor their credit.
+    pub(crate) out: usize,
 }
 
 /// An application ping waiting for its pong.
@@ -245,7 +247,9 @@ impl Core {
     /// (always one frame when nothing is outstanding).
     pub(crate) fn pump(&mut self, peer: &PeerId) {
         let Some(conn) = self.peers.active_connection(peer) else { return };
-        let Some(entry) = self.conns.get_mut(&conn) else { return };
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
         let Some(waiting) = self.waiting.get_mut(peer) else {
             self.check_writable(peer);
             return;
@@ -253,29 +257,36 @@ impl Core {
         let credit = self.config.protocol_credit_bytes;
         while let Some(front) = waiting.frames.front() {
             let len = front.encoded_len();
-            if entry.protocol_used > 0 && entry.protocol_used + len > credit {
+            if waiting.out > 0 && waiting.out + len > credit {
                 break;
             }
             let Some(frame) = waiting.frames.pop_front() else { break };
             waiting.bytes -= len;
-            entry.protocol_used += len;
+            waiting.out += len;
             self.outputs.push_back(Output::Transmit(Transmit { conn, lane: Lane::Message, frame }));
         }
-        if waiting.frames.is_empty() {
+        if waiting.frames.is_empty() && waiting.out == 0 {
             self.waiting.remove(peer);
         }
         self.check_writable(peer);
     }
 
+    /// The peer's protocol frames were written (`bytes` of them): their credit comes back.
+    pub(crate) fn protocol_written(&mut self, peer: &PeerId, bytes: usize) {
+        if let Some(waiting) = self.waiting.get_mut(peer) {
+            waiting.out = waiting.out.saturating_sub(bytes);
+        }
+        self.pump(peer);
+    }
+
     /// Protocol bytes `peer`'s active connection takes now: its credit, less what is out and
     /// what waits in the host.
     pub(crate) fn send_capacity_of(&self, peer: &PeerId) -> usize {
-        let Some(entry) = self.peers.active_connection(peer).and_then(|c| self.conns.get(&c))
-        else {
+        if !self.peers.active_connection(peer).is_some_and(|c| self.conns.contains_key(&c)) {
             return 0;
-        };
-        let waiting = self.waiting.get(peer).map_or(0, |w| w.bytes);
-        self.config.protocol_credit_bytes.saturating_sub(entry.protocol_used + waiting)
+        }
+        let used = self.waiting.get(peer).map_or(0, |w| w.out + w.bytes);
+        self.config.protocol_credit_bytes.saturating_sub(used)
     }
 
     /// Files `peer` for `on_writable` calls if protocols wait for it and it can take more.

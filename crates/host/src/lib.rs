@@ -31,9 +31,10 @@
 //!
 //! # Write credit
 //!
-//! System frames and protocol frames leave the host within each connection's credit: at most
-//! `system_lane_bytes` of system frames and `protocol_credit_bytes` of protocol frames per
-//! connection are out and not reported written ([`Host::handle_write_credit`]). A remote that
+//! System frames and protocol frames leave the host within their credit: at most
+//! `system_lane_bytes` of system frames per connection and `protocol_credit_bytes` of protocol
+//! frames per peer are out and not reported written ([`Host::handle_write_credit`]; a frame the
+//! driver could not queue is reported at once). A remote that
 //! asks faster than it reads our answers overflows the system lane and is closed with
 //! `FLOODING`; protocol frames beyond the credit wait in the host, per peer, bounded by
 //! `protocol_queue_bytes` ([`sinew_protocol::SendError::Full`] beyond), so the driver's writer

@@ -425,8 +425,9 @@ impl Node {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {
-            // The system lane never waits: `Full` when its bytes are in use.
-            return slot.system.try_push(frame);
+            // The system lane never waits: `Full` when its bytes are in use. (Not charged to
+            // the host's credit: the host's own frames are.)
+            return slot.system.try_push_untracked(frame);
         }
         if frame.payload.len() > self.shared.config.control_frame_cap {
             return outbound::send_large(&self.shared, slot, frame).await;
@@ -448,7 +449,7 @@ impl Node {
             return Err(SendError::Unauthorized);
         }
         if frame.is_system() {
-            return slot.system.try_push(frame);
+            return slot.system.try_push_untracked(frame);
         }
         if frame.payload.len() > self.shared.config.control_frame_cap {
             return outbound::try_send_large(&self.shared, slot, frame, None);

@@ -25,6 +25,9 @@ const ENTRY_OVERHEAD: usize = 64;
 /// (see `conn/messages.rs`), so two connections of one peer never interleave its frames.
 pub(crate) struct PeerQueue {
     frames: Mutex<VecDeque<(Frame, u32)>>,
+    /// Protocol frames the host handed this peer (bounded by its write credit), written by the
+    /// same lease-holding writer, so a connection swap loses or reorders none of them.
+    protocol: Mutex<VecDeque<Frame>>,
     budget: Semaphore,
     lane: Arc<Semaphore>,
     capacity: u32,
@@ -46,6 +49,7 @@ impl PeerQueue {
             u32::try_from(capacity_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             frames: Mutex::new(VecDeque::new()),
+            protocol: Mutex::new(VecDeque::new()),
             budget: Semaphore::new(capacity as usize),
             lane: Arc::new(Semaphore::new(1)),
             capacity,
@@ -75,12 +79,45 @@ impl PeerQueue {
         Ok(())
     }
 
-    /// Wakes the writer (protocol frames for it arrived elsewhere). Every waiting writer is
-    /// woken, and the next to wait too: during a duplicate swap two connections' writers may
-    /// wait here, and the frames are for one of them.
-    pub(crate) fn wake_writer(&self) {
-        self.writer.notify_waiters();
+    /// Queues a protocol frame (the host bounds them by its write credit) and wakes the writer.
+    pub(crate) fn push_protocol(&self, frame: Frame) {
+        self.protocol.lock().unwrap_or_else(|e| e.into_inner()).push_back(frame);
         self.writer.notify_one();
+    }
+
+    /// Whether frames (application or protocol) wait.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.frames.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            || !self.protocol.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Wakes the next writer if frames wait (a writer that stops leaves them for the next
+    /// connection, whose wait may have missed their wake-up).
+    pub(crate) fn wake_if_pending(&self) {
+        if self.has_pending() {
+            self.writer.notify_one();
+        }
+    }
+
+    /// Puts back protocol frames a stopping writer took but did not write, ahead of the rest.
+    pub(crate) fn unpop_protocol(&self, frames: VecDeque<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut protocol = self.protocol.lock().unwrap_or_else(|e| e.into_inner());
+        for frame in frames.into_iter().rev() {
+            protocol.push_front(frame);
+        }
+        drop(protocol);
+        self.writer.notify_one();
+    }
+
+    /// Moves the queued protocol frames into `out`.
+    pub(crate) fn pop_protocol(&self, out: &mut VecDeque<Frame>) {
+        let mut protocol = self.protocol.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(protocol.drain(..));
+        // Release the ring buffer: idle peers hold no queue memory.
+        *protocol = VecDeque::new();
     }
 
     /// Queues a frame if there is room now.
@@ -144,6 +181,7 @@ impl PeerQueue {
         let mut frames = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         self.dropped.fetch_add(frames.len() as u64, Ordering::Relaxed);
         frames.clear();
+        self.protocol.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Whether [`PeerQueue::close`] was called.

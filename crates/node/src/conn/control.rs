@@ -114,8 +114,8 @@ pub(super) async fn write_system(
                 return WriteEnd::Failed(fault);
             }
             stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
-            queue.written(popped);
-            stats.wrote(true, popped);
+            let charged = queue.written(popped);
+            stats.wrote(true, charged);
             // Idle connections hold no write buffer or batch; the next round allocates.
             out = BytesMut::new();
             batch = Vec::new();

@@ -196,8 +196,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 // Idle lanes hold no receive buffer; this read allocates a small one.
                 self.buf = BytesMut::new();
                 self.buf.reserve(IDLE_READ);
-                let n =
-                    self.rd.read_buf(&mut self.buf).await.map_err(|_| Reason::ConnectionLost)?;
+                let n = match self.rd.read_buf(&mut self.buf).await {
+                    Ok(n) => n,
+                    // A reset between two frames ends a lane as its end would: each lane's
+                    // reader has its meaning (a remote's fast close drops its message writer,
+                    // and its `DISCONNECT` on the control stream says why). A reset inside a
+                    // frame is a loss.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                    Err(_) => return Err(Reason::ConnectionLost),
+                };
                 if n == 0 {
                     self.buf = BytesMut::new();
                     return Ok(None);

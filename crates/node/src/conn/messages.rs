@@ -31,14 +31,6 @@ pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 /// What each source of the message lane may add to a batch per round (deficit round-robin).
 const QUANTUM: usize = BATCH_BYTES / 2;
 
-/// What a message lane writes: the peer's application queue, and protocol frames the host
-/// handed this connection within its write credit (kept in the connection's system queue;
-/// pushing one wakes the peer queue's writer).
-pub(super) struct Sources {
-    pub(super) queue: Arc<PeerQueue>,
-    pub(super) protocol: Arc<super::system::SystemQueue>,
-}
-
 /// Protocol frames popped and waiting for their turn, and their deficit.
 #[derive(Default)]
 struct ProtocolTurn {
@@ -49,8 +41,8 @@ struct ProtocolTurn {
 impl ProtocolTurn {
     /// Moves this round's protocol frames into `batch`: the deficit grows by a quantum while
     /// frames wait, and frames go while they fit in it. Returns their encoded bytes.
-    fn take(&mut self, protocol: &super::system::SystemQueue, batch: &mut Vec<Frame>) -> usize {
-        protocol.pop_protocol(&mut self.frames);
+    fn take(&mut self, queue: &PeerQueue, batch: &mut Vec<Frame>) -> usize {
+        queue.pop_protocol(&mut self.frames);
         if self.frames.is_empty() {
             self.deficit = 0;
             return 0;
@@ -89,13 +81,12 @@ pub(super) enum LaneEnd {
 /// caller bounds that wait.
 pub(super) async fn write_messages(
     muxer: MuxedConnection,
-    sources: Sources,
+    queue: Arc<PeerQueue>,
     stop: CancellationToken,
     stats: &Arc<ConnStats>,
     pace: Pace,
 ) -> LaneEnd {
     let Pace { stall, min_rate, window } = pace;
-    let Sources { queue, protocol } = sources;
     let mut turn = ProtocolTurn::default();
     let lease = tokio::select! {
         biased;
@@ -117,7 +108,7 @@ pub(super) async fn write_messages(
             break;
         }
         // Protocol frames and the application queue take turns (deficit round-robin).
-        let protocol_bytes = turn.take(&protocol, &mut batch);
+        let protocol_bytes = turn.take(&queue, &mut batch);
         if protocol_bytes < BATCH_BYTES {
             queue.pop_batch((BATCH_BYTES - protocol_bytes).max(QUANTUM), &mut batch);
         }
@@ -162,6 +153,9 @@ pub(super) async fn write_messages(
         out = BytesMut::new();
         batch = Vec::new();
     }
+    // Protocol frames taken but not written (waiting for their deficit) go back to the peer's
+    // queue, ahead of the rest, for its next writer.
+    queue.unpop_protocol(std::mem::take(&mut turn.frames));
     if let Some(mut s) = stream {
         if let Err(fault) = finish_timed(&mut s, stall).await {
             return LaneEnd::WriteFailed(fault);
@@ -179,6 +173,7 @@ pub(super) async fn write_messages(
         }
     }
     drop(lease);
+    queue.wake_if_pending();
     LaneEnd::Finished
 }
 

@@ -266,6 +266,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Wakes the peer queue's next writer when a connection that carried it ends, if frames wait
+/// (a wake-up taken by this connection's writer, or missed, is not lost for the next one).
+struct WakeNext(Arc<PeerQueue>);
+
+impl Drop for WakeNext {
+    fn drop(&mut self) {
+        self.0.wake_if_pending();
+    }
+}
+
 /// Waits until `queue` may have frames (or protocol frames arrived: they wake it too);
 /// pending while there is none.
 async fn queue_ready(queue: Option<Arc<PeerQueue>>) {
@@ -303,6 +313,7 @@ impl Lanes<'_> {
         let mut activated = false;
         // The queue this connection carries while its writer has not started.
         let mut idle_queue: Option<Arc<PeerQueue>> = None;
+        let mut _wake_next: Option<WakeNext> = None;
         let mut msg_rd = None;
         let mut closing: Option<Closing> = None;
         let mut commands_done = false;
@@ -313,9 +324,19 @@ impl Lanes<'_> {
                     Some(ConnCommand::Activate(queue)) => {
                         if closing.is_none() && !activated {
                             activated = true;
-                            // The writer starts with the first frame: until then an idle
-                            // connection holds a wait on the queue, not a writer.
-                            idle_queue = Some(queue);
+                            // Whatever happens to this connection, the peer's next writer is
+                            // woken at its end if frames wait.
+                            _wake_next = Some(WakeNext(queue.clone()));
+                            if queue.has_pending() {
+                                // Frames already wait (their wake-up may have gone to another
+                                // connection's writer): start writing now.
+                                msg_stop = CancellationToken::new();
+                                msg_wr = Some(Box::pin(self.message_writer(queue, msg_stop.clone())));
+                            } else {
+                                // The writer starts with the first frame: until then an idle
+                                // connection holds a wait on the queue, not a writer.
+                                idle_queue = Some(queue);
+                            }
                         }
                     }
                     Some(ConnCommand::Drain) => {
@@ -412,18 +433,7 @@ impl Lanes<'_> {
                 () = queue_ready(idle_queue.clone()), if closing.is_none() => {
                     let Some(queue) = idle_queue.take() else { continue };
                     msg_stop = CancellationToken::new();
-                    let pace = messages::Pace {
-                        stall,
-                        min_rate: config.lane_min_rate,
-                        window: config.frame_stall_timeout,
-                    };
-                    msg_wr = Some(Box::pin(messages::write_messages(
-                        self.muxer.clone(),
-                        messages::Sources { queue, protocol: Arc::clone(self.system) },
-                        msg_stop.clone(),
-                        &ctx.stats,
-                        pace,
-                    )));
+                    msg_wr = Some(Box::pin(self.message_writer(queue, msg_stop.clone())));
                 }
                 stream = ctx.messages.take() => match stream {
                     Ok(stream) => msg_rd = Some(Box::pin(messages::read_messages(*stream, ctx))),
@@ -478,6 +488,21 @@ impl Lanes<'_> {
                 }
             }
         }
+    }
+
+    /// The message lane's writer for `queue` (see `messages::write_messages`).
+    fn message_writer(
+        &self,
+        queue: Arc<PeerQueue>,
+        stop: CancellationToken,
+    ) -> impl Future<Output = LaneEnd> + '_ {
+        let config = &self.ctx.shared.config;
+        let pace = messages::Pace {
+            stall: config.write_stall_timeout,
+            min_rate: config.lane_min_rate,
+            window: config.frame_stall_timeout,
+        };
+        messages::write_messages(self.muxer.clone(), queue, stop, &self.ctx.stats, pace)
     }
 
     /// Starts closing, or speeds up a close in progress. `grace: Some` is a graceful close

@@ -28,13 +28,14 @@ pub(crate) struct SystemQueue {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    /// Frames, and whether the host charged each to its credit (the driver's are; the
+    /// application's own system frames, from `Node` handles, are not).
+    frames: VecDeque<(Frame, bool)>,
+    /// Bytes of host-charged frames popped and not yet reported to the host.
+    host_popped: usize,
     bytes: usize,
     finished: bool,
     last: Option<Frame>,
-    /// Protocol frames for the message lane (the host bounds them by its write credit): kept
-    /// here so an idle connection pays for no queue of their own.
-    protocol: VecDeque<Frame>,
 }
 
 /// What [`SystemQueue::pop_all`] found after the frames it moved.
@@ -60,6 +61,16 @@ impl SystemQueue {
     /// Queues a frame if it fits now. `Full` when it does not, `TooLarge` if it could never
     /// fit, `NotConnected` once the queue was finished.
     pub(crate) fn try_push(&self, frame: Frame) -> Result<(), SendError> {
+        self.push(frame, true)
+    }
+
+    /// Like [`SystemQueue::try_push`], for a frame the host did not charge (the application's
+    /// own system frames): its bytes are not reported to the host as written.
+    pub(crate) fn try_push_untracked(&self, frame: Frame) -> Result<(), SendError> {
+        self.push(frame, false)
+    }
+
+    fn push(&self, frame: Frame, charged: bool) -> Result<(), SendError> {
         let len = frame.encoded_len();
         if len > self.capacity {
             return Err(SendError::TooLarge);
@@ -72,7 +83,7 @@ impl SystemQueue {
             return Err(SendError::Full);
         }
         state.bytes += len;
-        state.frames.push_back(frame);
+        state.frames.push_back((frame, charged));
         drop(state);
         self.writer.notify_one();
         Ok(())
@@ -83,16 +94,25 @@ impl SystemQueue {
     /// and what is being written.
     pub(crate) fn pop_all(&self, out: &mut Vec<Frame>) -> Next {
         let mut state = self.lock();
-        out.extend(state.frames.drain(..));
+        let mut host = 0;
+        out.extend(state.frames.drain(..).map(|(frame, charged)| {
+            if charged {
+                host += frame.encoded_len();
+            }
+            frame
+        }));
+        state.host_popped += host;
         // Release the ring buffer: idle connections hold no queue memory.
         state.frames = VecDeque::new();
         if state.finished { Next::Finished(state.last.take()) } else { Next::Open }
     }
 
     /// The writer wrote frames popped earlier, of `bytes` encoded bytes: their room is free.
-    pub(crate) fn written(&self, bytes: usize) {
+    /// Returns how many of those bytes the host had charged (to report to it).
+    pub(crate) fn written(&self, bytes: usize) -> usize {
         let mut state = self.lock();
         state.bytes = state.bytes.saturating_sub(bytes);
+        std::mem::take(&mut state.host_popped)
     }
 
     /// Waits until frames may be available (or the queue was finished).
@@ -125,19 +145,6 @@ impl SystemQueue {
         state.last = last;
         drop(state);
         self.writer.notify_one();
-    }
-
-    /// Queues a protocol frame for the message lane (within the host's credit, so unbounded
-    /// here); its writer is woken through the peer queue.
-    pub(crate) fn push_protocol(&self, frame: Frame) {
-        self.lock().protocol.push_back(frame);
-    }
-
-    /// Moves the protocol frames queued for the message lane into `out`.
-    pub(crate) fn pop_protocol(&self, out: &mut VecDeque<Frame>) {
-        let mut state = self.lock();
-        out.extend(state.protocol.drain(..));
-        state.protocol = VecDeque::new();
     }
 
     /// Bytes queued now.

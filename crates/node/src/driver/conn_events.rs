@@ -51,7 +51,11 @@ impl Driver {
                             },
                             _ => DialError::Transport(error),
                         };
-                        self.dial_errors.insert(conn, error);
+                        // Kept for the host's verdict, unless the host gave the dial up already
+                        // (then no verdict follows).
+                        if self.host.manager().connection(conn).is_some() {
+                            self.dial_errors.insert(conn, error);
+                        }
                         self.host.handle_dial_failed(conn, failure, now);
                     }
                 }
@@ -88,7 +92,13 @@ impl Driver {
                 }
             },
             ConnEvent::Closed { conn, reason } => {
-                self.conns.remove(&conn);
+                if let Some(entry) = self.conns.remove(&conn) {
+                    // What it wrote and had not reported yet (its protocol frames' credit is
+                    // the peer's, and outlives the connection).
+                    let (system, protocol) = entry.stats.take_written();
+                    self.host.handle_write_credit(conn, Lane::System, system);
+                    self.host.handle_write_credit(conn, Lane::Message, protocol);
+                }
                 self.host.handle_closed(conn, reason, now);
             }
         }

@@ -117,27 +117,33 @@ impl Driver {
     }
 
     fn transmit(&mut self, Transmit { conn, lane, frame }: Transmit) {
+        let len = frame.encoded_len();
         let (Some(entry), Some(peer)) = (self.entry(conn), self.host.conn_peer(conn)) else {
             return;
         };
         let result = match lane {
             Lane::System => entry.system.try_push(frame),
-            Lane::Message => {
-                entry.system.push_protocol(frame);
-                // The message writer waits on the peer queue: wake it there.
-                if let Some(queue) = self.queues.get(&peer) {
-                    queue.wake_writer();
+            Lane::Message => match self.queues.get(&peer) {
+                // The peer's queue, not the connection's: whichever connection holds the
+                // peer's lane writes them, so a swap loses or reorders none.
+                Some(queue) => {
+                    queue.push_protocol(frame);
+                    Ok(())
                 }
-                Ok(())
-            }
+                None => Err(crate::SendError::NotConnected),
+            },
             Lane::Large(transfer) => match self.shared.peer(&peer) {
                 Some(slot) => outbound::try_send_large(&self.shared, slot, frame, Some(transfer.0)),
                 None => Err(crate::SendError::NotConnected),
             },
         };
         if let Err(error) = result {
-            // Within the host's credit the lanes have room; a finished (closing) lane refuses.
+            // A finished (closing) lane refuses, or the application's own system frames took
+            // the room: the host's credit for the frame comes back at once.
             tracing::debug!(%conn, ?lane, %error, "frame not queued");
+            if matches!(lane, Lane::System | Lane::Message) {
+                self.host.handle_write_credit(conn, lane, len);
+            }
         }
     }
 
