@@ -269,6 +269,34 @@ async fn a_dial_closed_as_it_completes_leaves_no_zombie_connection() {
     assert!(none_left, "every connection closed on both sides");
 }
 
+/// A receiver reading at 1 MB/s with protocol `receiving`, and a sender with protocol
+/// `sending` that keeps its 8 MiB application queue towards it full for `duration` (the
+/// returned task). Returns the sender.
+async fn behind_a_backlog(
+    receiving: impl sinew::Protocol,
+    sending: impl sinew::Protocol,
+    duration: Duration,
+) -> (Node, tokio::task::JoinHandle<usize>) {
+    let receiver = Node::builder(sinew::Keypair::generate())
+        .listen("tcp://127.0.0.1:0".parse().unwrap())
+        .configure(|c| c.recv_rate_limit = Some(RATE))
+        .protocol(receiving)
+        .start()
+        .await
+        .unwrap();
+    let sender = Node::builder(sinew::Keypair::generate()).protocol(sending).start().await.unwrap();
+    let mut inbox = receiver.inbox(Opcode::app(1000).unwrap()).await.unwrap();
+    let target = addr(&receiver);
+    // The reader keeps the receiver alive for the rest of the test.
+    tokio::spawn(async move {
+        let _receiver = receiver;
+        while inbox.next().await.is_some() {}
+    });
+    let peer = sender.dial(target).await.unwrap();
+    let filler = tokio::spawn(keep_full(sender.clone(), peer, Instant::now() + duration));
+    (sender, filler)
+}
+
 /// Sends five protocol frames to the first peer one second after it connects, noting when.
 struct Pusher(std::sync::Arc<std::sync::Mutex<Option<Instant>>>);
 impl sinew::Protocol for Pusher {
@@ -310,23 +338,9 @@ impl sinew::Protocol for Stamp {
 async fn protocol_frames_take_turns_with_an_application_backlog() {
     let seen = std::sync::Arc::default();
     let sent_at = std::sync::Arc::default();
-    let receiver = Node::builder(sinew::Keypair::generate())
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
-        .configure(|c| c.recv_rate_limit = Some(RATE))
-        .protocol(Stamp(std::sync::Arc::clone(&seen)))
-        .start()
-        .await
-        .unwrap();
-    let sender = Node::builder(sinew::Keypair::generate())
-        .protocol(Pusher(std::sync::Arc::clone(&sent_at)))
-        .start()
-        .await
-        .unwrap();
-    let mut inbox = receiver.inbox(Opcode::app(1000).unwrap()).await.unwrap();
-    tokio::spawn(async move { while inbox.next().await.is_some() {} });
-    let peer = sender.dial(addr(&receiver)).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(4);
-    let filler = tokio::spawn(keep_full(sender.clone(), peer, until));
+    let receiving = Stamp(std::sync::Arc::clone(&seen));
+    let sending = Pusher(std::sync::Arc::clone(&sent_at));
+    let (sender, filler) = behind_a_backlog(receiving, sending, Duration::from_secs(4)).await;
     let arrived = sinew_tests::eventually(|| {
         let seen = std::sync::Arc::clone(&seen);
         async move { seen.lock().unwrap().1.is_some() }
@@ -402,23 +416,9 @@ impl sinew::Protocol for Arrivals {
 #[tokio::test]
 async fn a_protocol_pulls_its_own_priorities_behind_an_application_backlog() {
     let arrivals = std::sync::Arc::default();
-    let receiver = Node::builder(sinew::Keypair::generate())
-        .listen("tcp://127.0.0.1:0".parse().unwrap())
-        .configure(|c| c.recv_rate_limit = Some(RATE))
-        .protocol(Arrivals(std::sync::Arc::clone(&arrivals)))
-        .start()
-        .await
-        .unwrap();
-    let sender = Node::builder(sinew::Keypair::generate())
-        .protocol(Prioritizer { high: Default::default(), low: Default::default(), peer: None })
-        .start()
-        .await
-        .unwrap();
-    let mut inbox = receiver.inbox(Opcode::app(1000).unwrap()).await.unwrap();
-    tokio::spawn(async move { while inbox.next().await.is_some() {} });
-    let peer = sender.dial(addr(&receiver)).await.unwrap();
-    let until = Instant::now() + Duration::from_secs(8);
-    let filler = tokio::spawn(keep_full(sender.clone(), peer, until));
+    let receiving = Arrivals(std::sync::Arc::clone(&arrivals));
+    let sending = Prioritizer { high: Default::default(), low: Default::default(), peer: None };
+    let (sender, filler) = behind_a_backlog(receiving, sending, Duration::from_secs(8)).await;
     let all = sinew_tests::eventually(|| {
         let arrivals = std::sync::Arc::clone(&arrivals);
         async move { arrivals.lock().unwrap().len() == 101 }
