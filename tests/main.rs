@@ -16,3 +16,4 @@ mod node_api;
 mod races;
 mod raw;
 mod robustness;
+mod tls_openssl;

@@ -38,7 +38,7 @@ use sinew_mux::YamuxConfig;
 use sinew_secure::{HandshakeInfo, NoiseConfig, NoiseIdentity};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, Incoming, ListenError, Listener,
-    PendingConnection, Refused, RefusedLimit, Security, Transport, UpgradeError,
+    PendingConnection, Refused, RefusedLimit, Transport, UpgradeError,
 };
 use sinew_types::{Addr, Host, Scheme};
 use tokio::io::DuplexStream;
@@ -136,7 +136,7 @@ fn connection_info(
         direction,
         local_addr: memory_addr(local),
         remote_addr: memory_addr(remote),
-        security: Security::Noise(handshake.suite),
+        security: handshake.security,
         boot_nonce: handshake.boot_nonce,
         session_tag: handshake.session_tag,
     }

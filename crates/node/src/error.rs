@@ -21,6 +21,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The node's TLS certificate could not be made.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] sinew_secure::TlsSetupError),
 }
 
 /// What is wrong with a [`NodeConfig`](crate::NodeConfig), field by field.

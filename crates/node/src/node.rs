@@ -10,7 +10,7 @@ use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
 use sinew_peers::PeerManager;
 use sinew_protocol::{BroadcastReport, Commands, Message, Opcodes, Protocol, ProtocolId};
-use sinew_secure::NoiseIdentity;
+use sinew_secure::{Identities, NoiseIdentity, TlsIdentity};
 use sinew_tcp::TcpTransport;
 use sinew_transport::{ListenError, Transport};
 use sinew_types::{Addr, Keypair, PeerId};
@@ -47,6 +47,8 @@ type MakeTransport = Box<dyn FnOnce(&TransportParts) -> Arc<dyn Transport> + Sen
 pub struct TransportParts {
     /// The identity the transport's handshake proves (the node's key and boot nonce).
     pub identity: Arc<NoiseIdentity>,
+    /// The node's TLS identity: its certificate for this process, for TLS 1.3 and QUIC.
+    pub tls: Arc<TlsIdentity>,
     /// The node's configuration (security and muxer settings live in `tcp`).
     pub config: NodeConfig,
 }
@@ -151,9 +153,11 @@ impl NodeBuilder {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();
         let identity = Arc::new(NoiseIdentity::new(&keypair, boot_nonce));
+        let tls = Arc::new(TlsIdentity::new(&keypair, boot_nonce)?);
+        let identities = Identities { noise: Arc::clone(&identity), tls: Some(Arc::clone(&tls)) };
         let mut transports = Transports::default();
-        transports.add(Arc::new(TcpTransport::new(identity.clone(), config.tcp.clone())));
-        let parts = TransportParts { identity, config: config.clone() };
+        transports.add(Arc::new(TcpTransport::with_identities(identities, config.tcp.clone())));
+        let parts = TransportParts { identity, tls, config: config.clone() };
         for make in extra {
             transports.add(make(&parts));
         }

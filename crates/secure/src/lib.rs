@@ -1,5 +1,9 @@
-//! sinew's security handshake: Noise XX bound to Ed25519 peer identities, and the encrypted
-//! stream used after it.
+//! sinew's security handshakes, Noise XX and TLS 1.3, each bound to Ed25519 peer identities,
+//! and the encrypted streams used after them.
+//!
+//! TLS lives in [`tls`] (certificate, verifiers, tokio-rustls drivers). [`upgrade_inbound_any`]
+//! and [`upgrade_outbound_any`] serve both securities: a listener tells them apart by the first
+//! bytes, a dialler picks one ([`DialSecurity`]). The rest of this page is about Noise.
 //!
 //! A dialer sends an 8-byte preamble (which also tells a listener apart from a TLS ClientHello),
 //! then both sides run `Noise_XX` with a per-process X25519 static key. Messages 2 and 3 carry
@@ -140,7 +144,9 @@ mod handshake;
 mod payload;
 mod preamble;
 mod refusal;
+mod secured;
 mod stream;
+pub mod tls;
 mod upgrade;
 
 pub use handshake::{
@@ -151,7 +157,14 @@ pub use preamble::{
     detect, detect_prefix,
 };
 pub use refusal::{REFUSAL_LEN, decode_refusal, encode_refusal, refuse_inbound};
+pub use secured::{
+    DialSecurity, Identities, SecuredStream, upgrade_inbound_any, upgrade_outbound_any,
+};
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
+pub use tls::{
+    ALPN, CertifiedIdentity, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, TlsSetupError,
+    TlsStream, certified_identity, tls_error, upgrade_inbound_tls, upgrade_outbound_tls,
+};
 pub use upgrade::{
     DIALLER_MESSAGE_TIMEOUT, upgrade_inbound, upgrade_inbound_noise, upgrade_outbound,
 };

@@ -10,7 +10,7 @@ use sinew_secure::{
     Detected, HandshakeStep, NoiseHandshake, Preamble, detect, upgrade_inbound,
     upgrade_inbound_noise, upgrade_outbound,
 };
-use sinew_transport::{HandshakeError, NoiseSuite};
+use sinew_transport::{HandshakeError, NoiseSuite, Security};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, duplex};
 use tokio::time::timeout;
 
@@ -26,8 +26,14 @@ async fn handshake_over_tcp_both_suites() {
         );
         let (mut sa, ia) = out.unwrap();
         let (mut sb, ib) = inb.unwrap();
-        assert_eq!((ia.peer, ia.boot_nonce, ia.suite), (kb.peer_id(), 222, suite));
-        assert_eq!((ib.peer, ib.boot_nonce, ib.suite), (ka.peer_id(), 111, suite));
+        assert_eq!(
+            (ia.peer, ia.boot_nonce, ia.security),
+            (kb.peer_id(), 222, Security::Noise(suite))
+        );
+        assert_eq!(
+            (ib.peer, ib.boot_nonce, ib.security),
+            (ka.peer_id(), 111, Security::Noise(suite))
+        );
         assert_eq!(ia.session_tag, ib.session_tag);
 
         sa.write_all(b"from the dialer").await.unwrap();

@@ -1,6 +1,9 @@
-//! The TCP transport: TCP, then the preamble and Noise XX (`sinew-secure`), then yamux
-//! (`sinew-mux`).
+//! The TCP transport: TCP, then a security handshake (`sinew-secure`: the preamble and Noise XX,
+//! or TLS 1.3), then yamux (`sinew-mux`).
 //!
+//! - The dialler picks the security: Noise by default, TLS with [`TcpConfig::dial_tls`] (and a
+//!   TLS identity, [`TcpTransport::with_identities`]). A listener accepts both and tells them
+//!   apart by the first byte; without a TLS identity it refuses TLS (`TlsNotAccepted`).
 //! - Listening binds with port 0 support, IPv4 or IPv6 (an IPv6 wildcard also accepts IPv4 on
 //!   Linux; such remotes are reported with their IPv4 address).
 //! - Dialling resolves a DNS host at every dial and tries each resolved address in turn, all
@@ -39,10 +42,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sinew_mux::YamuxConfig;
-use sinew_secure::{HandshakeInfo, NoiseConfig, NoiseIdentity};
+use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig, NoiseIdentity};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, Incoming, ListenError, Listener,
-    PendingConnection, Refused, RefusedLimit, Security, Transport, UpgradeError,
+    PendingConnection, Refused, RefusedLimit, Transport, UpgradeError,
 };
 use sinew_types::{Addr, Host, Scheme};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,6 +66,16 @@ pub struct TcpConfig {
     /// link; with the limit, the backlog stays in sinew's queues, where system frames go
     /// first. `None` leaves the system default (unlimited).
     pub notsent_lowat: Option<u32>,
+    /// Dial with TLS 1.3 instead of Noise (false: Noise with `noise.suite`). The handshake
+    /// timeout is `noise.handshake_timeout` either way.
+    pub dial_tls: bool,
+}
+
+impl TcpConfig {
+    /// The security this configuration dials with.
+    pub fn dial_security(&self) -> DialSecurity {
+        if self.dial_tls { DialSecurity::Tls } else { DialSecurity::Noise(self.noise.suite) }
+    }
 }
 
 impl Default for TcpConfig {
@@ -73,6 +86,7 @@ impl Default for TcpConfig {
             mux: YamuxConfig::default(),
             backlog: 1024,
             notsent_lowat: Some(128 * 1024),
+            dial_tls: false,
         }
     }
 }
@@ -80,14 +94,19 @@ impl Default for TcpConfig {
 /// The TCP transport.
 #[derive(Clone)]
 pub struct TcpTransport {
-    identity: Arc<NoiseIdentity>,
+    identities: Identities,
     config: Arc<TcpConfig>,
 }
 
 impl TcpTransport {
-    /// A transport authenticating as `identity`.
+    /// A transport authenticating as `identity`, with Noise only.
     pub fn new(identity: Arc<NoiseIdentity>, config: TcpConfig) -> Self {
-        Self { identity, config: Arc::new(config) }
+        Self::with_identities(Identities::noise(identity), config)
+    }
+
+    /// A transport authenticating with Noise and, if `identities` has one, TLS.
+    pub fn with_identities(identities: Identities, config: TcpConfig) -> Self {
+        Self { identities, config: Arc::new(config) }
     }
 
     /// The configuration.
@@ -128,7 +147,7 @@ fn connection_info(
         direction,
         local_addr: Addr::tcp(canonical(local)),
         remote_addr: Addr::tcp(canonical(remote)),
-        security: Security::Noise(handshake.suite),
+        security: handshake.security,
         boot_nonce: handshake.boot_nonce,
         session_tag: handshake.session_tag,
     }
@@ -178,10 +197,10 @@ impl Transport for TcpTransport {
             set_notsent_lowat(&stream, config.notsent_lowat).map_err(DialError::Connect)?;
             let local = stream.local_addr().map_err(DialError::Connect)?;
             let remote = stream.peer_addr().map_err(DialError::Connect)?;
-            let (secured, handshake) = sinew_secure::upgrade_outbound(
+            let (secured, handshake) = sinew_secure::upgrade_outbound_any(
                 stream,
-                &this.identity,
-                config.noise.suite,
+                &this.identities,
+                config.dial_security(),
                 addr.peer(),
                 config.noise.handshake_timeout,
             )
@@ -278,9 +297,9 @@ impl PendingConnection for PendingTcp {
         let Self { stream, local, remote, transport } = *self;
         Box::pin(async move {
             let config = &transport.config;
-            let (secured, handshake) = sinew_secure::upgrade_inbound(
+            let (secured, handshake) = sinew_secure::upgrade_inbound_any(
                 stream,
-                &transport.identity,
+                &transport.identities,
                 config.noise.handshake_timeout,
             )
             .await

@@ -53,6 +53,47 @@ pub enum HandshakeError {
     /// unauthenticated refusal record).
     #[error("{0}")]
     Refused(crate::Refused),
+    /// The remote's TLS certificate is not the shape sinew accepts.
+    #[error("certificate refused: {0}")]
+    Certificate(CertificateError),
+    /// The remote offered no TLS version we accept (sinew speaks TLS 1.3 only).
+    #[error("the remote does not speak TLS 1.3")]
+    TlsVersion,
+    /// The remote did not agree on the application protocol (ALPN `sinew/1`).
+    #[error("the remote did not agree on ALPN sinew/1")]
+    Alpn,
+    /// Another TLS failure (an alert from the remote, a malformed message, a failed signature
+    /// over the handshake), as rustls reports it.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How a TLS certificate differs from the one shape sinew accepts: one self-signed ECDSA P-256
+/// certificate carrying the sinew identity extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// The remote sent no certificate, or a chain of more than one.
+    #[error("expected exactly one certificate")]
+    NotOneCertificate,
+    /// The certificate is not valid DER X.509.
+    #[error("not a parseable X.509 certificate")]
+    Unparseable,
+    /// The certificate's key is not ECDSA P-256.
+    #[error("the certificate key is not ECDSA P-256")]
+    KeyType,
+    /// The certificate's own signature (self-signed) does not verify.
+    #[error("the certificate's self-signature does not verify")]
+    SelfSignature,
+    /// The certificate has no sinew identity extension.
+    #[error("no sinew identity extension")]
+    MissingExtension,
+    /// The sinew identity extension is malformed (wrong length, version, or key).
+    #[error("malformed sinew identity extension")]
+    MalformedExtension,
+    /// The certificate carries an unknown critical extension.
+    #[error("unknown critical extension")]
+    UnknownCriticalExtension,
 }
 
 /// Why listening failed.

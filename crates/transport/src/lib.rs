@@ -31,7 +31,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 pub use connection::{Connection, ConnectionInfo, Direction, NoiseSuite, Security};
-pub use error::{DialError, HandshakeError, ListenError, StreamError, UpgradeError};
+pub use error::{
+    CertificateError, DialError, HandshakeError, ListenError, StreamError, UpgradeError,
+};
 pub use muxed::{MuxedConnection, Muxer, Stream, StreamIo, StreamLimits};
 pub use refusal::{Refused, RefusedLimit};
 use sinew_types::{Addr, Scheme};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sinew_transport::{HandshakeError, NoiseSuite};
+use sinew_transport::{HandshakeError, NoiseSuite, Security};
 use sinew_types::{Keypair, PeerId, SigningDomain};
 
 use crate::payload::IdentityPayload;
@@ -94,10 +94,11 @@ pub struct HandshakeInfo {
     pub peer: PeerId,
     /// The remote process's boot nonce.
     pub boot_nonce: u64,
-    /// The Noise handshake hash: identical on both sides, known to nobody else.
+    /// A value identical on both sides and known to nobody else: the Noise handshake hash, or
+    /// 32 bytes of the TLS exporter.
     pub session_tag: [u8; 32],
-    /// The suite the handshake used.
-    pub suite: NoiseSuite,
+    /// The security protocol (and for Noise the suite) the handshake used.
+    pub security: Security,
 }
 
 /// What a [`NoiseHandshake`] needs next.
@@ -294,7 +295,10 @@ impl NoiseHandshake {
         let session_tag: [u8; 32] = hash.try_into().map_err(|_| HandshakeError::Protocol)?;
         let suite = self.preamble.suite();
         let state = self.state.into_transport_mode().map_err(|_| HandshakeError::Protocol)?;
-        Ok((NoiseTransport { state }, HandshakeInfo { peer, boot_nonce, session_tag, suite }))
+        Ok((
+            NoiseTransport { state },
+            HandshakeInfo { peer, boot_nonce, session_tag, security: Security::Noise(suite) },
+        ))
     }
 }
 

@@ -50,8 +50,14 @@ fn full_handshake_both_suites() {
 
         let (mut ti, info_i) = i.finish().unwrap();
         let (mut tr, info_r) = r.finish().unwrap();
-        assert_eq!((info_i.peer, info_i.boot_nonce, info_i.suite), (b.peer_id(), 22, suite));
-        assert_eq!((info_r.peer, info_r.boot_nonce, info_r.suite), (a.peer_id(), 11, suite));
+        assert_eq!(
+            (info_i.peer, info_i.boot_nonce, info_i.security),
+            (b.peer_id(), 22, Security::Noise(suite))
+        );
+        assert_eq!(
+            (info_r.peer, info_r.boot_nonce, info_r.security),
+            (a.peer_id(), 11, Security::Noise(suite))
+        );
         assert_eq!(info_i.session_tag, info_r.session_tag);
         assert_ne!(info_i.session_tag, [0; 32]);
 
