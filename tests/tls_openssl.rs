@@ -39,8 +39,8 @@ async fn tls_listener(
     (addr, rx)
 }
 
-/// Runs `openssl s_client` against `addr` with `args`; returns its stdout. Stdin is closed, so
-/// s_client ends after the handshake.
+/// Runs `openssl s_client` against `addr` with `args`; returns its stdout and its stderr.
+/// Stdin is closed, so s_client ends after the handshake.
 async fn s_client(addr: &Addr, args: &[&str]) -> String {
     let output = tokio::process::Command::new("openssl")
         .arg("s_client")
@@ -53,7 +53,9 @@ async fn s_client(addr: &Addr, args: &[&str]) -> String {
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(WAIT, output).await.expect("s_client ended").unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    text
 }
 
 /// The first PEM certificate in s_client's `-showcerts` output, as DER.
@@ -156,6 +158,8 @@ async fn openssl_offering_only_tls12_is_refused() {
     let (addr, mut upgrades) = tls_listener(&Keypair::generate()).await;
     let out = s_client(&addr, &["-tls1_2", "-alpn", "sinew/1"]).await;
     assert!(!out.contains("TLSv1.2, Cipher is"), "{out}");
+    // openssl reports the listener's alert.
+    assert!(out.contains("alert protocol version"), "{out}");
     let refused = tokio::time::timeout(WAIT, upgrades.recv()).await.unwrap().unwrap();
     assert!(
         matches!(refused, Err(UpgradeError::Handshake(HandshakeError::TlsVersion))),
