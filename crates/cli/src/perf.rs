@@ -20,7 +20,7 @@ pub(crate) struct PerfArgs {
     /// Size of each write.
     #[arg(long, default_value_t = 1 << 20)]
     chunk: usize,
-    /// Noise suite: aes or chacha.
+    /// Security: aes or chacha (Noise XX with that suite), or tls (TLS 1.3).
     #[arg(long, default_value = "aes")]
     suite: String,
     /// Connection setups to time one after another (each a fresh identity: dial to first pong).
@@ -34,9 +34,12 @@ pub(crate) struct PerfArgs {
     json: bool,
 }
 
-fn config(suite: NoiseSuite) -> NodeConfig {
+fn config(suite: Option<NoiseSuite>) -> NodeConfig {
     let mut config = NodeConfig::default();
-    config.tcp.noise.suite = suite;
+    match suite {
+        Some(suite) => config.tcp.noise.suite = suite,
+        None => config.tcp.dial_tls = true,
+    }
     config.request_timeout = Duration::from_secs(600);
     config
 }
@@ -51,7 +54,7 @@ const REFUSED_RETRIES: usize = 200;
 /// server admits from one address, some wait their turn.
 async fn one_setup(
     addr: &Addr,
-    suite: NoiseSuite,
+    suite: Option<NoiseSuite>,
     closing: &mut tokio::task::JoinSet<()>,
 ) -> Result<Duration, BoxError> {
     let node = client(config(suite)).await?;
@@ -87,9 +90,10 @@ fn cpu_seconds() -> f64 {
 
 pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
     let suite = match args.suite.as_str() {
-        "aes" | "aesgcm" => NoiseSuite::AesGcm,
-        "chacha" | "chachapoly" => NoiseSuite::ChaChaPoly,
-        other => return Err(format!("unknown suite {other} (aes or chacha)").into()),
+        "aes" | "aesgcm" => Some(NoiseSuite::AesGcm),
+        "chacha" | "chachapoly" => Some(NoiseSuite::ChaChaPoly),
+        "tls" => None,
+        other => return Err(format!("unknown security {other} (aes, chacha or tls)").into()),
     };
     let mut setups = Vec::with_capacity(args.setups);
     let mut closing = tokio::task::JoinSet::new();
@@ -184,7 +188,7 @@ pub(crate) async fn run(args: PerfArgs) -> Result<(), BoxError> {
 /// upload is sent).
 async fn throughput(
     args: &PerfArgs,
-    suite: NoiseSuite,
+    suite: Option<NoiseSuite>,
 ) -> Result<Result<(sinew::PerfReport, f64), String>, BoxError> {
     if args.bytes == 0 && args.download == 0 {
         return Ok(Err("no bytes asked for".into()));

@@ -39,6 +39,9 @@ pub(crate) struct NodeArgs {
     /// Serve `sinew perf` throughput tests (each bounded to 4 GiB each way and 60 s).
     #[arg(long)]
     serve_perf: bool,
+    /// Dial peers with TLS 1.3 instead of Noise (a listener accepts both).
+    #[arg(long)]
+    tls: bool,
     /// Inbound connections accepted from one IP address.
     #[arg(long, default_value_t = sinew::PeersConfig::default().limits.max_per_ip)]
     max_per_ip: usize,
@@ -93,6 +96,7 @@ pub(crate) async fn node(args: NodeArgs) -> Result<(), BoxError> {
         role: args.role.clone(),
         ..NodeConfig::default()
     };
+    config.tcp.dial_tls = args.tls;
     config.peers.limits.max_per_ip = args.max_per_ip;
     config.peers.limits.max_pending_per_ip = args.max_pending_per_ip;
     config.peers.limits.max_inbound = args.max_inbound;

@@ -75,6 +75,22 @@ fn drive_responder(data: &[u8]) -> Option<(HandshakeStep, usize)> {
     Some((handshake.step(), written))
 }
 
+/// Checks `data` as a TLS certificate the way both verifiers do: it never panics, and a
+/// certificate that passes names a valid identity whose own check passes again.
+pub fn tls_certificate(data: &[u8]) {
+    let certificate = rustls::pki_types::CertificateDer::from(data);
+    if let Ok(identity) = crate::tls::certified_identity(&certificate) {
+        let again = crate::tls::certified_identity(&certificate).ok();
+        assert_eq!(again, Some(identity), "the check is not deterministic");
+    }
+}
+
+/// A valid sinew certificate, as a seed for the `tls_certificate` target.
+pub fn tls_certificate_seed() -> Vec<u8> {
+    let key = Keypair::from_secret_bytes([7; 32]);
+    crate::tls::TlsIdentity::new(&key, 1).map(|id| id.certificate().to_vec()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use sinew_transport::NoiseSuite;
@@ -112,20 +128,4 @@ mod tests {
         long.extend_from_slice(&[9; 33]);
         assert_eq!(drive_responder(&long), Some((HandshakeStep::Failed, 0)));
     }
-}
-
-/// Checks `data` as a TLS certificate the way both verifiers do: it never panics, and a
-/// certificate that passes names a valid identity whose own check passes again.
-pub fn tls_certificate(data: &[u8]) {
-    let certificate = rustls::pki_types::CertificateDer::from(data);
-    if let Ok(identity) = crate::tls::certified_identity(&certificate) {
-        let again = crate::tls::certified_identity(&certificate).ok();
-        assert_eq!(again, Some(identity), "the check is not deterministic");
-    }
-}
-
-/// A valid sinew certificate, as a seed for the `tls_certificate` target.
-pub fn tls_certificate_seed() -> Vec<u8> {
-    let key = Keypair::from_secret_bytes([7; 32]);
-    crate::tls::TlsIdentity::new(&key, 1).map(|id| id.certificate().to_vec()).unwrap_or_default()
 }

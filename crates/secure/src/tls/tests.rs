@@ -231,3 +231,21 @@ async fn a_client_without_alpn_is_refused() {
     );
     assert!(matches!(inc, Err(HandshakeError::Alpn)), "{inc:?}");
 }
+
+#[tokio::test]
+async fn the_key_exchange_is_x25519() {
+    // ring's default order starts with P-384, three times the handshake's CPU.
+    let (a, b) = (
+        TlsIdentity::new(&Keypair::generate(), 1).unwrap(),
+        TlsIdentity::new(&Keypair::generate(), 2).unwrap(),
+    );
+    let (x, y) = tokio::io::duplex(64 * 1024);
+    let (out, inc) = tokio::join!(
+        upgrade_outbound_tls(x, &a, None, TIMEOUT),
+        upgrade_inbound_tls(Rewind::new(y, Default::default()), &b, TIMEOUT),
+    );
+    let (out, _) = out.unwrap();
+    inc.unwrap();
+    let group = out.get_ref().1.negotiated_key_exchange_group().map(|g| g.name());
+    assert_eq!(group, Some(rustls::NamedGroup::X25519));
+}

@@ -8,8 +8,9 @@ use sinew_transport::{HandshakeError, Security};
 use sinew_types::PeerId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::certificate::verified_identity;
 use super::verifier::io_error;
-use super::{ALPN, SERVER_NAME, SESSION_TAG_LABEL, TlsIdentity, certified_identity};
+use super::{ALPN, SERVER_NAME, SESSION_TAG_LABEL, TlsIdentity};
 use crate::handshake::HandshakeInfo;
 use crate::preamble::Rewind;
 use crate::upgrade::DIALLER_MESSAGE_TIMEOUT;
@@ -80,8 +81,8 @@ fn finished<D>(connection: &rustls::ConnectionCommon<D>) -> Result<HandshakeInfo
             sinew_transport::CertificateError::NotOneCertificate,
         ));
     };
-    // The verifier already checked it; this reads the identity back out.
-    let identity = certified_identity(certificate)?;
+    // The verifier checked this certificate in this handshake; this reads the identity back.
+    let identity = verified_identity(certificate)?;
     let session_tag = connection
         .export_keying_material([0u8; 32], SESSION_TAG_LABEL, Some(b""))
         .map_err(|e| HandshakeError::Tls(e.to_string()))?;
