@@ -1,0 +1,123 @@
+//! One QUIC bidirectional stream seen through tokio's I/O traits.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use quinn::{ReadError, RecvStream, SendStream, StoppedError, VarInt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The QUIC application error code of `RESET_STREAM` when a stream is dropped without being
+/// finished (the sending half is abandoned). The remote's reads fail with
+/// [`io::ErrorKind::ConnectionReset`].
+pub const RESET_CODE: u32 = 1;
+
+/// The QUIC application error code of `STOP_SENDING` when a stream is dropped before its
+/// receiving half was read to the end (we want no more data). The remote's writes fail with
+/// [`io::ErrorKind::ConnectionReset`].
+pub const STOP_CODE: u32 = 2;
+
+/// The priority [`QuicStream`] gives quinn for a priority stream (ordinary streams have 0;
+/// quinn sends the buffered data of higher-priority streams first).
+pub(crate) const HIGH_PRIORITY: i32 = 1;
+
+type StoppedFuture =
+    Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>;
+
+/// A QUIC bidirectional stream as a tokio `AsyncRead + AsyncWrite`
+/// ([`sinew_transport::StreamIo`]).
+///
+/// - `poll_shutdown` finishes the sending half (FIN after the data written) and then waits until
+///   the remote has acknowledged all of it, so that a connection closed after a finish loses
+///   nothing. If the remote stopped the stream first, it fails with `ConnectionReset`.
+/// - Dropping it without finishing resets the sending half ([`RESET_CODE`]); dropping it
+///   before reading to the end stops the receiving half ([`STOP_CODE`]).
+/// - A read ends cleanly (0 bytes) only at the remote's FIN; a reset stream or a lost or closed
+///   connection is an error of kind `ConnectionReset`.
+pub(crate) struct QuicStream {
+    send: SendStream,
+    recv: RecvStream,
+    /// `finish` was called: the sending half must not be reset on drop.
+    finished: bool,
+    /// Waits for the remote's acknowledgement of everything sent, once finished.
+    stopped: Option<StoppedFuture>,
+}
+
+impl QuicStream {
+    pub(crate) fn new(send: SendStream, recv: RecvStream) -> Self {
+        Self { send, recv, finished: false, stopped: None }
+    }
+}
+
+fn read_error(error: ReadError) -> io::Error {
+    match error {
+        ReadError::IllegalOrderedRead => io::Error::new(io::ErrorKind::InvalidInput, error),
+        // Reset by the remote, the connection lost or closed, or stopped locally: not a FIN.
+        other => io::Error::new(io::ErrorKind::ConnectionReset, other),
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().recv.poll_read_buf(cx, buf).map_err(read_error)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().send).poll_write(cx, buf).map_err(io::Error::from)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // quinn transmits what was written without being asked to.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.finished {
+            this.send.finish().map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
+            this.finished = true;
+        }
+        let stopped = this.stopped.get_or_insert_with(|| Box::pin(this.send.stopped()));
+        let result = ready!(stopped.as_mut().poll(cx));
+        // Polling a completed shutdown again asks quinn again (cheap), rather than a spent future.
+        this.stopped = None;
+        match result {
+            Ok(None) => Poll::Ready(Ok(())),
+            Ok(Some(code)) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("the remote stopped the stream (code {code})"),
+            ))),
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, e))),
+        }
+    }
+}
+
+impl sinew_transport::StreamIo for QuicStream {
+    fn set_priority(&mut self, priority: bool) {
+        let level = if priority { HIGH_PRIORITY } else { 0 };
+        // Fails only on a stream already closed, where priority no longer matters.
+        let _ = self.send.set_priority(level);
+    }
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        // quinn finishes a dropped send stream; sinew's contract is that dropping resets it.
+        // Both calls fail harmlessly on a half already closed.
+        if !self.finished {
+            let _ = self.send.reset(VarInt::from_u32(RESET_CODE));
+        }
+        let _ = self.recv.stop(VarInt::from_u32(STOP_CODE));
+    }
+}
