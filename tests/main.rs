@@ -2,6 +2,7 @@
 //! Long tests are `#[ignore]` and run by CI in release mode (`cargo test --release -- --ignored`).
 
 mod access;
+mod conformance;
 mod custom_protocol;
 mod fuzz_corpus;
 mod hostile;

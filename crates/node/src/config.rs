@@ -17,8 +17,18 @@ pub struct NodeConfig {
     pub listen: Vec<Addr>,
     /// Connection limits, ping, idle, auth and drain deadlines, reconnect backoff.
     pub peers: PeersConfig,
-    /// TCP transport: dial timeout, Noise suite and handshake timeout, yamux.
+    /// TCP transport: dial timeout, Noise suite and handshake timeout, yamux, and whether to
+    /// dial with TLS.
     pub tcp: TcpConfig,
+    /// WebSocket transport (`ws://`, `wss://`): as TCP, plus the WebSocket limits and the wss
+    /// certificate and roots.
+    #[cfg(feature = "ws")]
+    pub ws: sinew_ws::WsConfig,
+    /// QUIC transport (`quic://`): timeouts, stream limits, windows, UDP buffers, QUIC's own
+    /// idle timeout (a liveness bound above `keepalive_interval`, apart from
+    /// `peers.idle_timeout`).
+    #[cfg(feature = "quic")]
+    pub quic: sinew_quic::QuicConfig,
     /// Application messages with larger payloads than this go on a stream of their own with
     /// the `LARGE` flag (1 MiB, the most a message stream carries: every receiver accepts it).
     pub control_frame_cap: usize,
@@ -213,6 +223,10 @@ impl Default for NodeConfig {
             listen: Vec::new(),
             peers: PeersConfig::default(),
             tcp: TcpConfig::default(),
+            #[cfg(feature = "ws")]
+            ws: sinew_ws::WsConfig::default(),
+            #[cfg(feature = "quic")]
+            quic: sinew_quic::QuicConfig::default(),
             control_frame_cap: DEFAULT_CONTROL_CAP,
             lane_min_rate: 16 * 1024,
             access: AccessPolicy::default(),

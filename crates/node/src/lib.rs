@@ -87,10 +87,14 @@ pub mod layers {
     pub use sinew_nat as nat;
     pub use sinew_peers as peers;
     pub use sinew_protocol as protocol;
+    #[cfg(feature = "quic")]
+    pub use sinew_quic as quic;
     pub use sinew_secure as secure;
     pub use sinew_tcp as tcp;
     pub use sinew_transport as transport;
     pub use sinew_types as types;
+    #[cfg(feature = "ws")]
+    pub use sinew_ws as ws;
 }
 
 /// The README's examples compile as doc tests.

@@ -149,14 +149,30 @@ impl NodeBuilder {
             let budget = sinew_mux::WindowBudget::new(config.mux_window_budget);
             config.tcp.mux.window_budget = Some(budget);
         }
+        #[cfg(feature = "ws")]
+        if config.ws.mux.window_budget.is_none() {
+            config.ws.mux.window_budget.clone_from(&config.tcp.mux.window_budget);
+        }
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();
         let identity = Arc::new(NoiseIdentity::new(&keypair, boot_nonce));
         let tls = Arc::new(TlsIdentity::new(&keypair, boot_nonce)?);
-        let identities = Identities { noise: Arc::clone(&identity), tls: Some(Arc::clone(&tls)) };
+        let identities = Identities {
+            noise: Arc::clone(&identity),
+            tls: cfg!(feature = "tls").then(|| Arc::clone(&tls)),
+        };
         let mut transports = Transports::default();
-        transports.add(Arc::new(TcpTransport::with_identities(identities, config.tcp.clone())));
+        transports
+            .add(Arc::new(TcpTransport::with_identities(identities.clone(), config.tcp.clone())));
+        #[cfg(feature = "ws")]
+        transports.add(Arc::new(sinew_ws::WsTransport::with_identities(
+            identities.clone(),
+            config.ws.clone(),
+        )));
+        #[cfg(feature = "quic")]
+        transports
+            .add(Arc::new(sinew_quic::QuicTransport::new(Arc::clone(&tls), config.quic.clone())));
         let parts = TransportParts { identity, tls, config: config.clone() };
         for make in extra {
             transports.add(make(&parts));
