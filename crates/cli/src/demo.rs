@@ -1,4 +1,5 @@
-//! `sinew demo`: three nodes in one process, connected over loopback TCP.
+//! `sinew demo`: four nodes in one process, on loopback: alice listens on TCP, QUIC and
+//! WebSocket and is reached over each.
 
 use std::time::{Duration, Instant};
 
@@ -11,20 +12,29 @@ const CHAT: u32 = 1000;
 const BLOB: u32 = 1001;
 const ECHO: u32 = 1002;
 
-async fn start(name: &str) -> Result<Node, BoxError> {
+async fn start(name: &str, schemes: &[&str]) -> Result<Node, BoxError> {
     let config = NodeConfig {
         perf_server: true,
         role: name.to_owned(),
         request_timeout: Duration::from_secs(120),
         ..NodeConfig::default()
     };
-    let node = Node::builder(Keypair::generate())
-        .with_config(config)
-        .listen("tcp://127.0.0.1:0".parse()?)
-        .start()
-        .await?;
-    println!("  {name:<6} {}  listening on {}", node.peer_id(), node.listen_addrs()[0]);
+    let mut builder = Node::builder(Keypair::generate()).with_config(config);
+    for scheme in schemes {
+        builder = builder.listen(format!("{scheme}://127.0.0.1:0").parse()?);
+    }
+    let node = builder.start().await?;
+    let listening: Vec<String> = node.listen_addrs().iter().map(ToString::to_string).collect();
+    let listening =
+        if listening.is_empty() { "nothing (dials only)".to_owned() } else { listening.join(", ") };
+    println!("  {name:<6} {}  listening on {listening}", node.peer_id());
     Ok(node)
+}
+
+/// `node`'s listen address on `scheme`, naming its peer id.
+fn addr_on(node: &Node, scheme: &str) -> Result<sinew::Addr, BoxError> {
+    let addr = node.listen_addrs().into_iter().find(|a| a.scheme().as_str() == scheme);
+    Ok(addr.ok_or_else(|| format!("no {scheme} listener"))?.with_peer(node.peer_id()))
 }
 
 fn hex(data: &[u8]) -> String {
@@ -33,21 +43,31 @@ fn hex(data: &[u8]) -> String {
 
 pub(crate) async fn run(large_mib: usize, throughput_mib: u64) -> Result<(), BoxError> {
     let t0 = Instant::now();
-    println!("sinew demo: three nodes on loopback, Noise XX + yamux over TCP\n");
+    println!("sinew demo: four nodes on loopback; alice listens on TCP, QUIC and WebSocket\n");
     println!("1. start");
-    let (alice, bob, carol) = (start("alice").await?, start("bob").await?, start("carol").await?);
+    let alice = start("alice", &["tcp", "quic", "ws"]).await?;
+    let (bob, carol, dave) =
+        (start("bob", &["tcp"]).await?, start("carol", &["tcp"]).await?, start("dave", &[]).await?);
 
-    println!("\n2. connect (bob and carol keep alice as a persistent peer; bob dials carol once)");
+    println!(
+        "\n2. connect (bob keeps alice as a persistent peer over QUIC, carol over WebSocket, \
+         dave dials her once over TCP with Noise XX; bob dials carol over TCP)"
+    );
     let mut alice_events = alice.events();
-    bob.add_peer(alice.listen_addrs()[0].clone().with_peer(alice.peer_id())).await?;
-    carol.add_peer(alice.listen_addrs()[0].clone().with_peer(alice.peer_id())).await?;
+    bob.add_peer(addr_on(&alice, "quic")?).await?;
+    carol.add_peer(addr_on(&alice, "ws")?).await?;
+    dave.dial(addr_on(&alice, "tcp")?).await?;
     let carol_id = bob.dial(carol.listen_addrs()[0].clone()).await?;
     let mut connected = 0;
-    while connected < 2 {
+    while connected < 3 {
         match tokio::time::timeout(Duration::from_secs(10), alice_events.next()).await? {
-            Some(Event::PeerConnected { peer, direction, .. }) => {
+            Some(Event::PeerConnected { peer, direction, addr }) => {
                 connected += 1;
-                println!("  alice <- {} ({direction})", peer.short());
+                println!(
+                    "  alice <- {} ({direction}) over {}",
+                    peer.short(),
+                    addr.scheme().as_str()
+                );
             }
             Some(_) => {}
             None => return Err("alice stopped".into()),
@@ -58,6 +78,7 @@ pub(crate) async fn run(large_mib: usize, throughput_mib: u64) -> Result<(), Box
     for (from, name, to) in [
         (&bob, "bob", alice.peer_id()),
         (&carol, "carol", alice.peer_id()),
+        (&dave, "dave", alice.peer_id()),
         (&bob, "bob", carol_id),
     ] {
         let rtt = from.ping(to).await?;
@@ -128,9 +149,10 @@ pub(crate) async fn run(large_mib: usize, throughput_mib: u64) -> Result<(), Box
     let state = alice.network_state().await?;
     for p in &state.peers {
         println!(
-            "  {} {:<6} {:<8} rtt {:>8} in {:>12} B out {:>10} B msgs {}/{} age {:.1}s",
+            "  {} {:<6} {:<4} {:<8} rtt {:>8} in {:>12} B out {:>10} B msgs {}/{} age {:.1}s",
             p.peer.short(),
             p.role,
+            p.addr.scheme().as_str(),
             p.direction.to_string(),
             p.rtt.map_or("-".into(), |r| format!("{:.3}ms", r.as_secs_f64() * 1e3)),
             p.bytes_in,
@@ -154,6 +176,7 @@ pub(crate) async fn run(large_mib: usize, throughput_mib: u64) -> Result<(), Box
         println!("  bob saw carol leave: {reason}");
     }
     bob.shutdown().await;
+    dave.shutdown().await;
     alice.shutdown().await;
     println!(
         "\ndone in {:.1} s: connect, ping, messages, a {large_mib} MiB message intact, {:.0} MB/s on one stream.",
