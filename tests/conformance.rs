@@ -404,3 +404,41 @@ fn every_pair_runs_every_case() {
     assert!(missing.is_empty(), "missing: {missing:?}");
     assert_eq!(PAIRS, ["tcp_noise", "tcp_tls", "ws_noise", "ws_tls", "wss_noise", "quic"]);
 }
+
+/// A peer known on QUIC and TCP is redialled over QUIC: the first connection goes over the TCP
+/// address given, identify teaches the QUIC one, and the reconnection after the remote closes
+/// the connection prefers QUIC.
+#[tokio::test]
+async fn redialling_prefers_quic_when_both_are_known() {
+    let b = node_listening(tcp_noise(), &["tcp", "quic"], |_| {}).await;
+    let a = node_on(tcp_noise(), |c| {
+        c.peers.backoff.initial = Duration::from_millis(50);
+    })
+    .await;
+    let mut events = a.events();
+    a.add_peer(addr_on(&b, "tcp")).await.unwrap();
+    let first = connected_over(&mut events, b.peer_id()).await;
+    assert_eq!(first, "tcp");
+    // Identify has taught a the QUIC address once it is in the network state.
+    let learned = sinew_tests::eventually(|| async {
+        let state = a.network_state().await.unwrap();
+        state.peers.iter().any(|p| p.listen_addrs.iter().any(|l| l.scheme().as_str() == "quic"))
+    })
+    .await;
+    assert!(learned, "identify taught the QUIC address");
+    b.disconnect(a.peer_id(), sinew::DisconnectCode::SHUTDOWN).await.unwrap();
+    disconnected(&mut events, b.peer_id()).await;
+    assert_eq!(connected_over(&mut events, b.peer_id()).await, "quic");
+}
+
+async fn connected_over(events: &mut sinew::Events, peer: sinew::PeerId) -> String {
+    events
+        .wait_for(WAIT, |e| match e {
+            Event::PeerConnected { peer: p, addr, .. } if *p == peer => {
+                Some(addr.scheme().as_str().to_owned())
+            }
+            _ => None,
+        })
+        .await
+        .expect("connected in time")
+}

@@ -17,9 +17,10 @@ use crate::Host;
 use crate::core::ConnEntry;
 use crate::output::{HostEvent, Lane, Output, PingFailure, PingId};
 
-/// Other addresses of a peer tried after the first when dialling it (the most recent ones):
-/// a peer that advertises many addresses does not make every redial a burst of dials.
-const MAX_ALTERNATIVES: usize = 2;
+/// Other addresses of a peer tried after the first when dialling it (of its most recent ones):
+/// a peer that advertises many addresses does not make every redial a burst of dials. Three:
+/// room for QUIC and TCP over IPv6 and IPv4.
+const MAX_ALTERNATIVES: usize = 3;
 
 /// The code a close for this reason says.
 fn disconnect_code(reason: PeersReason) -> DisconnectCode {
@@ -240,20 +241,23 @@ impl Host {
         let outputs = &mut self.core.outputs;
         match action {
             Action::Dial { conn, addr } => {
-                // The peer's other known addresses, to try in turn.
-                let alternatives = addr
-                    .peer()
-                    .and_then(|peer| self.core.address_book.get(&peer).map(|a| (peer, a)))
-                    .map(|(peer, addrs)| {
-                        let first = addr.clone().without_peer();
-                        addrs
-                            .iter()
-                            .filter(|a| **a != first)
-                            .take(MAX_ALTERNATIVES)
-                            .map(|a| a.clone().with_peer(peer))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // The address asked for and the peer's most recent other addresses, in the
+                // order they are best dialled (QUIC first, address families alternating).
+                let peer = addr.peer();
+                let first = addr.clone().without_peer();
+                let mut candidates = vec![first.clone()];
+                if let Some(known) = peer.and_then(|peer| self.core.address_book.get(&peer)) {
+                    candidates.extend(
+                        known.iter().filter(|a| **a != first).take(MAX_ALTERNATIVES).cloned(),
+                    );
+                }
+                let mut ordered =
+                    crate::dial_order::dial_order(candidates).into_iter().map(|a| match peer {
+                        Some(peer) => a.with_peer(peer),
+                        None => a,
+                    });
+                let addr = ordered.next().unwrap_or(addr);
+                let alternatives = ordered.collect();
                 outputs.push_back(Output::Dial { conn, addr, alternatives });
             }
             Action::Close { conn, reason } => {

@@ -63,6 +63,7 @@ mod builtin;
 mod config;
 mod connections;
 mod core;
+mod dial_order;
 mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
