@@ -143,3 +143,67 @@ fn a_double_nat_is_reported_and_not_advertised() {
         "{private} is not advertised: {advertised:?}"
     );
 }
+
+/// A QUIC listener behind the NAT gets a UDP mapping beside its TCP one, advertises a quic://
+/// external address, and a node on the WAN reaches it there over QUIC.
+#[test]
+fn a_quic_listener_behind_the_nat_is_reached_at_its_udp_mapping() {
+    let Some(gateway) = Gateway::start_or_skip(GatewayOptions::default()) else { return };
+    let wan_ip = gateway.wan_address();
+    let (found_tx, found_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let inside = gateway.spawn_in(Namespace::Client, move || async move {
+        let node = Node::builder(Keypair::generate())
+            .with_config(nat_config(MappingMethod::Pcp))
+            .listen("quic://0.0.0.0:0".parse().unwrap())
+            .listen("tcp://0.0.0.0:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let mut events = node.events();
+        let external = events
+            .wait_for(WAIT, |e| match e {
+                Event::AddressesChanged { addrs } => addrs
+                    .iter()
+                    .find(|a| is_on(a, wan_ip) && a.scheme() == sinew::layers::types::Scheme::Quic)
+                    .cloned(),
+                _ => None,
+            })
+            .await
+            .expect("the external quic address is advertised");
+        found_tx.send((node.peer_id(), external, node.listen_addrs()[0].port())).unwrap();
+        let _ = done_rx.await;
+        node.shutdown().await;
+    });
+    let (peer, external, quic_port) =
+        found_rx.recv_timeout(WAIT).expect("the inside node found its address");
+    let mappings = gateway.mappings().unwrap();
+    let udp: Vec<_> = mappings
+        .iter()
+        .filter(|m| m.protocol == sinew_testbed::Protocol::Udp)
+        .collect();
+    assert_eq!(udp.len(), 1, "one UDP mapping: {mappings:?}\n{}", gateway.log());
+    assert_eq!((udp[0].internal.port(), udp[0].external_port), (quic_port, external.port()));
+
+    let target = external.clone().with_peer(peer);
+    let outside = gateway.spawn_in(Namespace::Wan, move || async move {
+        let node = Node::builder(Keypair::generate()).start().await.unwrap();
+        let mut events = node.events();
+        let id = node.dial(target).await.expect("reachable over QUIC through the NAT");
+        let rtt = node.ping(id).await.expect("and answers");
+        let scheme = events
+            .wait_for(WAIT, |e| match e {
+                Event::PeerConnected { addr, .. } => Some(addr.scheme()),
+                _ => None,
+            })
+            .await;
+        node.shutdown().await;
+        (id, rtt, scheme)
+    });
+    let (id, rtt, scheme) = outside.join();
+    let _ = done_tx.send(());
+    inside.join();
+    assert_eq!(id, peer);
+    assert_eq!(scheme, Some(sinew::layers::types::Scheme::Quic));
+    eprintln!("reached {external} over QUIC through the NAT, rtt {rtt:?}");
+}

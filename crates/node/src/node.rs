@@ -358,10 +358,10 @@ impl Node {
             }
         });
         self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(task.abort_handle());
-        if let Some(port) = crate::nat::mappable(&bound) {
+        if let Some((protocol, port)) = crate::nat::mappable(&bound) {
             let mapper = self.shared.nat.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(mapper) = mapper {
-                let _ = mapper.add(sinew_nat::MapProtocol::Tcp, port).await;
+                let _ = mapper.add(protocol, port).await;
             }
         }
         Ok(bound)
