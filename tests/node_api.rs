@@ -206,7 +206,8 @@ async fn a_send_to_a_known_peer_that_is_down_reports_the_dial_error() {
 }
 
 /// Transports are keyed by scheme: a node with the in-process transport listens and dials on
-/// both it and TCP, and an address no transport serves fails to dial and to listen.
+/// both it and TCP, and an address no transport serves (memory, on a node without it) fails to
+/// dial and to listen.
 #[tokio::test]
 async fn transports_serve_the_schemes_they_name() {
     let start = |builder: sinew::NodeBuilder| async move { builder.start().await.unwrap() };
@@ -228,10 +229,10 @@ async fn transports_serve_the_schemes_they_name() {
     let tcp_only = start(Node::builder(Keypair::generate())).await;
     let err = tcp_only.dial(a.listen_addrs()[0].clone()).await.unwrap_err();
     assert_eq!(err.failure(), sinew::DialFailure::UnsupportedScheme, "{err}");
-    let quic = tcp_only.listen("quic://127.0.0.1:0".parse().unwrap()).await;
+    let memory = tcp_only.listen("memory://127.0.0.1:0".parse().unwrap()).await;
     assert!(
-        matches!(quic, Err(sinew::layers::transport::ListenError::UnsupportedScheme(_))),
-        "{quic:?}"
+        matches!(memory, Err(sinew::layers::transport::ListenError::UnsupportedScheme(_))),
+        "{memory:?}"
     );
 }
 
