@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sinew::layers::ws::{WssDial, WssListen};
-use sinew::{Addr, DialError, Event, Keypair, Node, NodeConfig, Opcode, Reason};
+use sinew::{Addr, DialError, Event, Keypair, Node, NodeConfig, Opcode, Reason, Security};
 use sinew_tests::{WAIT, connected, disconnected};
 use tokio::io::AsyncWriteExt as _;
 
@@ -126,13 +126,15 @@ mod cases {
         let peer = b.dial(addr_on(&a, pair.scheme)).await.unwrap();
         assert_eq!(peer, a.peer_id());
         connected(&mut a_events, b.peer_id()).await;
-        let state = b.network_state().await.unwrap();
-        assert_eq!(state.peers.len(), 1);
-        assert_eq!(state.peers[0].peer, a.peer_id());
-        assert_eq!(state.peers[0].addr.scheme().as_str(), pair.scheme);
-        let state = a.network_state().await.unwrap();
-        assert_eq!(state.peers[0].peer, b.peer_id());
-        assert_eq!(state.peers[0].addr.scheme().as_str(), pair.scheme);
+        for (node, other) in [(&b, &a), (&a, &b)] {
+            let state = node.network_state().await.unwrap();
+            assert_eq!(state.peers.len(), 1);
+            assert_eq!(state.peers[0].peer, other.peer_id());
+            assert_eq!(state.peers[0].addr.scheme().as_str(), pair.scheme);
+            // The security the pair names secured it, on both sides.
+            let security = state.peers[0].security.expect("a connection");
+            assert_eq!(security == Security::Tls, pair.tls, "{security}");
+        }
     }
 
     /// A dial expecting another identity fails, typed, and leaves no connection.

@@ -14,6 +14,7 @@ mod many;
 mod messaging;
 mod nat;
 mod node_api;
+mod quic_aioquic;
 mod races;
 mod raw;
 mod robustness;

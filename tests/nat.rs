@@ -178,10 +178,8 @@ fn a_quic_listener_behind_the_nat_is_reached_at_its_udp_mapping() {
     let (peer, external, quic_port) =
         found_rx.recv_timeout(WAIT).expect("the inside node found its address");
     let mappings = gateway.mappings().unwrap();
-    let udp: Vec<_> = mappings
-        .iter()
-        .filter(|m| m.protocol == sinew_testbed::Protocol::Udp)
-        .collect();
+    let udp: Vec<_> =
+        mappings.iter().filter(|m| m.protocol == sinew_testbed::Protocol::Udp).collect();
     assert_eq!(udp.len(), 1, "one UDP mapping: {mappings:?}\n{}", gateway.log());
     assert_eq!((udp[0].internal.port(), udp[0].external_port), (quic_port, external.port()));
 

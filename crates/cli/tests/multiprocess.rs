@@ -59,3 +59,28 @@ async fn perf_measures_throughput_against_a_node_that_serves_it() {
     assert!(report["upload_mbps"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report.get("throughput_skipped").is_none(), "{report}");
 }
+
+/// One `sinew node` listening on TCP, QUIC and WebSocket answers `sinew ping` on each, and a
+/// second node dialling it with `--tls` connects (that `dial_tls` selects TLS 1.3 is checked
+/// by the conformance suite, through `network_state`).
+#[tokio::test]
+async fn one_node_answers_on_every_transport() {
+    let mut node = NodeProcess::start(&[
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--listen",
+        "ws://127.0.0.1:0/sinew",
+    ])
+    .await;
+    assert_eq!(node.listen.len(), 3, "{:?}", node.listen);
+    for addr in node.listen.clone() {
+        let scheme = addr.split("://").next().unwrap().to_owned();
+        let with_id = addr.replacen("://", &format!("://{}@", node.peer_id), 1);
+        let pinged = run(&["ping", &with_id, "--count", "1"]).await;
+        assert_eq!(pinged.matches("pong from").count(), 1, "{scheme}: {pinged}");
+    }
+    let tls = NodeProcess::start(&["--tls", "--peer", &node.addr()]).await;
+    node.wait_for_line(&["peer connected", &tls.peer_id]).await;
+}

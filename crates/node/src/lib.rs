@@ -74,7 +74,7 @@ pub use sinew_protocol::{
     Protocol, ProtocolEvent, Reason, RequestFailure, Response, TimerId, TransferId, TransferStart,
 };
 pub use sinew_tcp::TcpConfig;
-pub use sinew_transport::NoiseSuite;
+pub use sinew_transport::{NoiseSuite, Security};
 pub use sinew_types::{Addr, Direction, Keypair, PeerId};
 pub use state::{NetworkState, PeerState};
 pub use stream::{AppStream, IncomingStream, StreamInbox};

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sinew_transport::Security;
 use sinew_types::{Addr, Direction, PeerId};
 
 /// A snapshot of the node's network.
@@ -35,8 +36,10 @@ pub struct NetworkState {
 pub struct PeerState {
     /// Who.
     pub peer: PeerId,
-    /// Its address as we see it.
+    /// Its address as we see it (the scheme says the transport).
     pub addr: Addr,
+    /// How the connection is secured (Noise and its suite, or TLS 1.3).
+    pub security: Option<Security>,
     /// Who dialled.
     pub direction: Direction,
     /// Its role from identify ("" before identify).

@@ -122,6 +122,7 @@ impl Driver {
         ));
         let (commands_tx, commands_rx) = futures::channel::mpsc::channel(CONN_COMMAND_CAPACITY);
         let peer = connection.info.peer;
+        let security = connection.info.security;
         let muxer = connection.muxer.clone();
         let system = Arc::new(SystemQueue::new(shared.config.system_lane_bytes));
         let task = ConnTask {
@@ -135,7 +136,7 @@ impl Driver {
             commands: commands_rx,
         };
         let task = tokio::spawn(task.run()).abort_handle();
-        let entry = ConnEntry { commands: commands_tx, stats, muxer, system, task };
+        let entry = ConnEntry { commands: commands_tx, stats, muxer, system, task, security };
         self.conns.insert(conn, Box::new(entry));
     }
 

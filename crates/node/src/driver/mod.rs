@@ -102,6 +102,8 @@ pub(crate) struct ConnEntry {
     pub(crate) system: Arc<SystemQueue>,
     /// Its task, aborted if it outlives shutdown's grace period.
     pub(crate) task: tokio::task::AbortHandle,
+    /// How its handshake secured it.
+    pub(crate) security: sinew_transport::Security,
 }
 
 impl ConnEntry {

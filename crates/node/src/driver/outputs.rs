@@ -176,12 +176,14 @@ impl Driver {
             .map(|info| {
                 let conn = manager.active_connection(&info.peer);
                 let view = conn.and_then(|c| manager.connection(c));
-                let stats = conn.and_then(|c| self.conns.get(&c)).map(|e| e.stats.clone());
+                let entry = conn.and_then(|c| self.conns.get(&c));
+                let stats = entry.map(|e| e.stats.clone());
                 let load = |f: fn(&crate::stats::ConnStats) -> u64| stats.as_deref().map_or(0, f);
                 let queue = self.queues.get(&info.peer);
                 PeerState {
                     peer: info.peer,
                     addr: info.remote_addr.clone(),
+                    security: entry.map(|e| e.security),
                     direction: info.direction,
                     role: info.role().to_owned(),
                     agent: info.identity.as_ref().map(|i| i.agent.clone()).unwrap_or_default(),
