@@ -233,6 +233,30 @@ mod cases {
         assert_eq!(reason, Reason::Idle);
     }
 
+    /// A disconnect's code reaches the peer, and a shutdown's too: the last frame is not lost
+    /// when the connection closes.
+    pub(super) async fn disconnect_reason_reaches_the_peer(pair: Pair) {
+        let (a, b, c) =
+            (node_on(pair, |_| {}).await, node_on(pair, |_| {}).await, node_on(pair, |_| {}).await);
+        let (mut a_events, mut c_events) = (a.events(), c.events());
+        let peer = b.dial(addr_on(&a, pair.scheme)).await.unwrap();
+        connected(&mut a_events, b.peer_id()).await;
+        b.disconnect(peer, sinew::DisconnectCode::IDLE).await.unwrap();
+        let reason = disconnected(&mut a_events, b.peer_id()).await;
+        assert!(
+            matches!(reason, Reason::Remote { code: sinew::DisconnectCode::IDLE, .. }),
+            "{reason:?}"
+        );
+        b.dial(addr_on(&c, pair.scheme)).await.unwrap();
+        connected(&mut c_events, b.peer_id()).await;
+        b.shutdown().await;
+        let reason = disconnected(&mut c_events, b.peer_id()).await;
+        assert!(
+            matches!(reason, Reason::Remote { code: sinew::DisconnectCode::SHUTDOWN, .. }),
+            "{reason:?}"
+        );
+    }
+
     /// Both dial each other at once: one connection on each side, and it carries messages.
     pub(super) async fn simultaneous_dial(pair: Pair) {
         simultaneous(pair, pair).await;
@@ -333,6 +357,7 @@ const CASES: &[&str] = &[
     "large_message_with_a_ping",
     "garbage_and_truncated_handshakes",
     "idle_timeout",
+    "disconnect_reason_reaches_the_peer",
     "simultaneous_dial",
     "simultaneous_dial_across_transports",
     "reached_on_a_node_listening_on_all",
@@ -351,6 +376,7 @@ macro_rules! suite {
                     large_message_with_a_ping,
                     garbage_and_truncated_handshakes,
                     idle_timeout,
+                    disconnect_reason_reaches_the_peer,
                     simultaneous_dial,
                     simultaneous_dial_across_transports,
                     reached_on_a_node_listening_on_all,

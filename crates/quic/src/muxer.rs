@@ -1,8 +1,11 @@
 //! sinew's [`Muxer`] over a quinn [`Connection`]: QUIC's own streams.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, VarInt};
+
+use crate::stream::InFlight;
 use sinew_transport::{BoxFuture, MuxedConnection, Muxer, StreamError, StreamIo, StreamLimits};
 
 use crate::stream::QuicStream;
@@ -35,8 +38,12 @@ pub fn quinn_stream_limit(limits: StreamLimits) -> u32 {
 ///
 /// The connection's transport configuration should allow at least
 /// [`quinn_stream_limit`]`(limits)` concurrent bidirectional streams (the transport's
-/// [`QuicConfig`](crate::QuicConfig) does). `close_timeout` bounds how long
-/// [`MuxedConnection::close`] waits for quinn to report the connection closed.
+/// [`QuicConfig`](crate::QuicConfig) does).
+///
+/// [`MuxedConnection::close`] first waits, up to `close_timeout`, for what finished streams
+/// still have in flight to be acknowledged (QUIC's close discards unsent data, where yamux
+/// flushes before its GoAway), then closes and waits, up to `close_timeout` again, for quinn to
+/// report the connection closed.
 ///
 /// Dropping every clone of the returned connection closes the QUIC connection (with
 /// [`CLOSE_CODE`]), even while streams are still open.
@@ -45,13 +52,16 @@ pub fn muxed(
     limits: StreamLimits,
     close_timeout: Duration,
 ) -> MuxedConnection {
-    MuxedConnection::new(QuicMuxer { connection, close_timeout }, limits)
+    let in_flight = Arc::new(InFlight::default());
+    MuxedConnection::new(QuicMuxer { connection, close_timeout, in_flight }, limits)
 }
 
 /// The [`Muxer`] over one quinn connection.
 struct QuicMuxer {
     connection: Connection,
     close_timeout: Duration,
+    /// Finished streams whose data is not acknowledged yet.
+    in_flight: Arc<InFlight>,
 }
 
 impl Muxer for QuicMuxer {
@@ -61,19 +71,22 @@ impl Muxer for QuicMuxer {
             // the stream when its first bytes arrive.
             let (send, recv) =
                 self.connection.open_bi().await.map_err(|_| StreamError::ConnectionClosed)?;
-            Ok(Box::new(QuicStream::new(send, recv)) as Box<dyn StreamIo>)
+            let in_flight = Arc::clone(&self.in_flight);
+            Ok(Box::new(QuicStream::new(send, recv, in_flight)) as Box<dyn StreamIo>)
         })
     }
 
     fn accept(&self) -> BoxFuture<'_, Option<Box<dyn StreamIo>>> {
         Box::pin(async move {
             let (send, recv) = self.connection.accept_bi().await.ok()?;
-            Some(Box::new(QuicStream::new(send, recv)) as Box<dyn StreamIo>)
+            let in_flight = Arc::clone(&self.in_flight);
+            Some(Box::new(QuicStream::new(send, recv, in_flight)) as Box<dyn StreamIo>)
         })
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            let _ = tokio::time::timeout(self.close_timeout, self.in_flight.drained()).await;
             self.connection.close(VarInt::from_u32(CLOSE_CODE), b"closed");
             let _ = tokio::time::timeout(self.close_timeout, self.connection.closed()).await;
         })

@@ -3,10 +3,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
-use quinn::{ReadError, RecvStream, SendStream, StoppedError, VarInt};
+use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 /// The QUIC application error code of `RESET_STREAM` when a stream is dropped without being
 /// finished (the sending half is abandoned). The remote's reads fail with
@@ -22,15 +25,13 @@ pub const STOP_CODE: u32 = 2;
 /// quinn sends the buffered data of higher-priority streams first).
 pub(crate) const HIGH_PRIORITY: i32 = 1;
 
-type StoppedFuture =
-    Pin<Box<dyn Future<Output = Result<Option<VarInt>, StoppedError>> + Send + Sync>>;
-
 /// A QUIC bidirectional stream as a tokio `AsyncRead + AsyncWrite`
 /// ([`sinew_transport::StreamIo`]).
 ///
-/// - `poll_shutdown` finishes the sending half (FIN after the data written) and then waits until
-///   the remote has acknowledged all of it, so that a connection closed after a finish loses
-///   nothing. If the remote stopped the stream first, it fails with `ConnectionReset`.
+/// - `poll_shutdown` finishes the sending half (FIN after the data written) and returns at once,
+///   as yamux does: quinn delivers the data and the FIN while the connection lives. A muxer
+///   close waits (bounded) for what finished streams still have in flight; see
+///   [`QuicMuxer`](crate::muxer).
 /// - Dropping it without finishing resets the sending half ([`RESET_CODE`]); dropping it
 ///   before reading to the end stops the receiving half ([`STOP_CODE`]).
 /// - A read ends cleanly (0 bytes) only at the remote's FIN; a reset stream or a lost or closed
@@ -40,13 +41,47 @@ pub(crate) struct QuicStream {
     recv: RecvStream,
     /// `finish` was called: the sending half must not be reset on drop.
     finished: bool,
-    /// Waits for the remote's acknowledgement of everything sent, once finished.
-    stopped: Option<StoppedFuture>,
+    /// The connection's count of finished streams still in flight.
+    in_flight: Arc<InFlight>,
 }
 
 impl QuicStream {
-    pub(crate) fn new(send: SendStream, recv: RecvStream) -> Self {
-        Self { send, recv, finished: false, stopped: None }
+    pub(crate) fn new(send: SendStream, recv: RecvStream, in_flight: Arc<InFlight>) -> Self {
+        Self { send, recv, finished: false, in_flight }
+    }
+}
+
+/// Finished streams of one connection whose data the remote has not acknowledged yet, so that
+/// a close can let them drain first.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicUsize,
+    drained: Notify,
+}
+
+impl InFlight {
+    /// Counts a finished stream until `acknowledged` resolves (acknowledged, stopped by the
+    /// remote, or the connection gone: each ends it).
+    fn track(self: &Arc<Self>, acknowledged: impl Future<Output = ()> + Send + 'static) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            acknowledged.await;
+            if this.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.drained.notify_waiters();
+            }
+        });
+    }
+
+    /// Resolves once no finished stream is in flight.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -82,24 +117,21 @@ impl AsyncWrite for QuicStream {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.finished {
             this.send.finish().map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
             this.finished = true;
+            let stopped = this.send.stopped();
+            this.in_flight.track(async move {
+                let _ = stopped.await;
+            });
         }
-        let stopped = this.stopped.get_or_insert_with(|| Box::pin(this.send.stopped()));
-        let result = ready!(stopped.as_mut().poll(cx));
-        // Polling a completed shutdown again asks quinn again (cheap), rather than a spent future.
-        this.stopped = None;
-        match result {
-            Ok(None) => Poll::Ready(Ok(())),
-            Ok(Some(code)) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("the remote stopped the stream (code {code})"),
-            ))),
-            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, e))),
-        }
+        // As on yamux, finishing queues the FIN after the data written and returns: quinn keeps
+        // sending (and retransmitting) both while the connection lives. Waiting for the
+        // remote's acknowledgement here would make a finish cover the whole send window (16
+        // MiB) on a slow path, and never end against a peer that withholds acknowledgements.
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, Endpoint, EndpointConfig, TokioRuntime, VarInt};
 use rustls::pki_types::CertificateDer;
-use sinew_secure::{SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, certified_identity};
+use sinew_secure::{
+    DIALLER_MESSAGE_TIMEOUT, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, certified_identity,
+};
 use sinew_transport::{
     BoxFuture, CertificateError, Connection, ConnectionInfo, DialError, Direction, HandshakeError,
     Incoming, ListenError, Listener, PendingConnection, Refused, RefusedLimit, Security, Transport,
@@ -109,6 +111,12 @@ impl QuicTransport {
             .map_err(io::Error::other)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::clone(&self.inner.transport_config));
+        // quinn's queue of connection attempts not yet accepted or refused: bounded near the
+        // node's own pending-handshake limit, not quinn's 65,536 attempts and 100 MiB.
+        server
+            .max_incoming(MAX_INCOMING)
+            .incoming_buffer_size(INCOMING_BUFFER)
+            .incoming_buffer_size_total(MAX_INCOMING as u64 * INCOMING_BUFFER);
         Ok(server)
     }
 
@@ -416,9 +424,20 @@ impl Listener for QuicListener {
 
     fn accept(&mut self) -> BoxFuture<'_, Result<Incoming, io::Error>> {
         Box::pin(async move {
-            let incoming = self.endpoint.accept().await.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
-            })?;
+            let incoming = loop {
+                let incoming = self.endpoint.accept().await.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
+                })?;
+                // A first Initial from an address not yet validated gets a stateless Retry: a
+                // spoofed source never answers it, so it never takes a pending-handshake slot
+                // (one datagram would otherwise hold one for the handshake timeout). Costs an
+                // honest dialler one round trip.
+                if !incoming.remote_address_validated() && incoming.may_retry() {
+                    let _ = incoming.retry();
+                    continue;
+                }
+                break incoming;
+            };
             let remote = canonical(incoming.remote_address());
             let local = canonical(match incoming.local_ip() {
                 Some(ip) => SocketAddr::new(ip, self.local.port()),
@@ -443,6 +462,11 @@ impl Drop for QuicListener {
     }
 }
 
+/// Connection attempts quinn holds for one endpoint before the node accepts or refuses them.
+const MAX_INCOMING: usize = 256;
+/// Bytes of early datagrams quinn buffers per attempt not yet accepted.
+const INCOMING_BUFFER: u64 = 64 * 1024;
+
 /// A connection attempt that reached a listener, before its handshake.
 struct PendingQuic {
     incoming: quinn::Incoming,
@@ -458,7 +482,10 @@ impl PendingConnection for PendingQuic {
             let handshake = async {
                 incoming.accept().map_err(handshake_error)?.await.map_err(handshake_error)
             };
-            let connection = tokio::time::timeout(config.handshake_timeout, handshake)
+            // The dialler sends two flights (its Initial, then its certificate and Finished),
+            // each due at once: bounded as TLS over TCP is.
+            let bound = config.handshake_timeout.min(DIALLER_MESSAGE_TIMEOUT * 2);
+            let connection = tokio::time::timeout(bound, handshake)
                 .await
                 .map_err(|_| HandshakeError::Timeout)??;
             let info = connection_info(

@@ -267,3 +267,39 @@ async fn ipv6_loopback_works_when_available() {
     // The dial went out from a client-only IPv6 endpoint.
     assert!(a.transport.endpoint_addrs().iter().any(|e| e.is_ipv6() && e.ip().is_unspecified()));
 }
+
+/// A dialler whose source never answers (a spoofed first datagram: a relay forwards only the
+/// client's first Initial and drops everything else) never reaches the node as an `Incoming`:
+/// the listener answers with a stateless Retry, so no pending-handshake slot is taken. An
+/// honest dial after it is accepted.
+#[tokio::test]
+async fn an_initial_from_an_unanswering_source_takes_no_slot() {
+    let server = Node::new(QuicConfig::default());
+    let mut listener = server.listen().await;
+    let target = listener.local_addr().socket_addr().unwrap();
+    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = relay.recv_from(&mut buf).await.unwrap();
+        relay.send_to(&buf[..n], target).await.unwrap();
+        // Everything after the first datagram, both ways, is dropped.
+        while relay.recv_from(&mut buf).await.is_ok() {}
+    });
+    let spoofed =
+        Node::new(QuicConfig { dial_timeout: Duration::from_secs(2), ..QuicConfig::default() });
+    let via_relay: sinew_types::Addr = format!("quic://{relay_addr}").parse().unwrap();
+    let dial = tokio::spawn(async move { spoofed.transport.dial(via_relay).await });
+
+    let accepted = tokio::time::timeout(Duration::from_millis(1500), listener.accept()).await;
+    assert!(accepted.is_err(), "an unvalidated attempt reached the node");
+    assert!(within(dial).await.unwrap().is_err());
+
+    let honest = Node::new(QuicConfig::default());
+    let addr = addr_of(listener.as_ref(), &server);
+    let (dialled, incoming) = tokio::join!(honest.transport.dial(addr), async {
+        within(listener.accept()).await.expect("accept").upgrade().await
+    });
+    assert_eq!(dialled.unwrap().info.peer, server.key.peer_id());
+    assert_eq!(incoming.unwrap().info.peer, honest.key.peer_id());
+}

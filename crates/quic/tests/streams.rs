@@ -80,7 +80,7 @@ async fn dropping_the_reader_makes_the_writer_fail() {
 }
 
 #[tokio::test]
-async fn finish_waits_until_the_data_is_delivered_so_close_loses_nothing() {
+async fn a_close_after_a_finish_loses_nothing() {
     let (out, inc, _, _) = connected(QuicConfig::default()).await;
     let mut a = within(out.muxer.open_stream()).await.unwrap();
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();

@@ -44,12 +44,21 @@ impl Default for WsStreamConfig {
 }
 
 impl WsStreamConfig {
+    /// The most tungstenite's output buffer holds: one write batch and its frame header, and
+    /// room for a control frame (64 KiB more).
+    pub fn max_write_buffer(&self) -> usize {
+        self.write_batch.saturating_add(64 * 1024)
+    }
+
     /// The tungstenite configuration for these limits. Its own write buffering is off
-    /// (`write_buffer_size` 0): [`WsStream`] batches writes itself.
+    /// (`write_buffer_size` 0): [`WsStream`] batches writes itself. Its output buffer is
+    /// bounded ([`WsStreamConfig::max_write_buffer`]): otherwise a peer that sends pings and
+    /// never reads makes every pong pile up in it, without limit.
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size.max(1))
             .write_buffer_size(0)
+            .max_write_buffer_size(self.max_write_buffer())
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
     }

@@ -412,8 +412,12 @@ impl PendingConnection for PendingWs {
             let config = &transport.config;
             let timeout = config.noise.handshake_timeout;
             let deadline = Instant::now() + timeout;
+            // Web TLS and the HTTP upgrade are each one flight from an honest dialler: bounded
+            // as TLS over TCP is, so a trickled request cannot hold a pending slot for long.
+            let upgraded_by =
+                Instant::now() + timeout.min(sinew_secure::DIALLER_MESSAGE_TIMEOUT * 2);
             let ws = tokio::time::timeout_at(
-                deadline,
+                upgraded_by,
                 accept_websocket(stream, tls.as_ref(), &path, &config.stream),
             )
             .await

@@ -226,3 +226,14 @@ async fn a_request_for_another_path_gets_404() {
     let server_error = tokio::time::timeout(WAIT, server).await.unwrap().unwrap();
     assert!(server_error.is_some());
 }
+
+/// tungstenite's output buffer is bounded: a peer that pings and never reads cannot make the
+/// pongs pile up without limit (by default tungstenite's bound is `usize::MAX`).
+#[test]
+fn the_output_buffer_is_bounded() {
+    let config = WsStreamConfig::default();
+    let tungstenite = config.websocket_config();
+    assert_eq!(tungstenite.max_write_buffer_size, config.max_write_buffer());
+    assert!(tungstenite.max_write_buffer_size <= config.write_batch + 64 * 1024);
+    assert!(tungstenite.max_write_buffer_size > config.write_batch + 14, "a batch must fit");
+}

@@ -311,3 +311,20 @@ async fn a_silent_socket_times_out_in_the_handshake() {
     let error = next_upgrade(&mut upgrades).await.unwrap_err();
     assert!(matches!(error, UpgradeError::Handshake(HandshakeError::Timeout)), "{error:?}");
 }
+
+/// A dialler that trickles its HTTP upgrade (half a request, then nothing) is dropped after
+/// twice the per-message bound (4 s), not after the whole 10 s handshake timeout.
+#[tokio::test]
+async fn a_trickled_upgrade_is_dropped_after_the_per_message_bound() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = node(1, WsConfig::default());
+    let (addr, mut upgrades) = listen(&server, "ws://127.0.0.1:0/").await;
+    let mut trickle = tokio::net::TcpStream::connect(addr.socket_addr().unwrap()).await.unwrap();
+    let started = std::time::Instant::now();
+    trickle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.unwrap();
+    let error = next_upgrade(&mut upgrades).await.unwrap_err();
+    assert!(matches!(error, UpgradeError::Handshake(HandshakeError::Timeout)), "{error:?}");
+    let bound = sinew_secure::DIALLER_MESSAGE_TIMEOUT * 2;
+    let took = started.elapsed();
+    assert!(took >= bound && took < WsConfig::default().noise.handshake_timeout, "{took:?}");
+}

@@ -139,7 +139,10 @@ fn check(
                 return Err(bad(CertificateError::MalformedExtension));
             }
         } else if extension.critical
-            && matches!(extension.parsed_extension(), ParsedExtension::UnsupportedExtension { .. })
+            && matches!(
+                extension.parsed_extension(),
+                ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
+            )
         {
             return Err(bad(CertificateError::UnknownCriticalExtension));
         }

@@ -249,3 +249,32 @@ async fn the_key_exchange_is_x25519() {
     let group = out.get_ref().1.negotiated_key_exchange_group().map(|g| g.name());
     assert_eq!(group, Some(rustls::NamedGroup::X25519));
 }
+
+#[test]
+fn a_critical_extension_that_does_not_parse_is_refused() {
+    let identity = Keypair::generate();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let spki = {
+        use rcgen::PublicKeyData as _;
+        key.subject_public_key_info()
+    };
+    let make = |critical: bool| {
+        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()]).unwrap();
+        let content = forged::payload(&identity, identity.peer_id(), &spki, 1);
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(EXTENSION_OID, content));
+        // keyUsage (2.5.29.15), a known extension, with content that is not its DER.
+        let mut garbled =
+            rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![0xff, 0x01]);
+        garbled.set_criticality(critical);
+        params.custom_extensions.push(garbled);
+        params.self_signed(&key).unwrap().der().clone()
+    };
+    assert!(matches!(
+        certified_identity(&make(true)),
+        Err(HandshakeError::Certificate(CertificateError::UnknownCriticalExtension))
+    ));
+    // Not critical, it is ignored: the refusal above is for the criticality.
+    assert_eq!(certified_identity(&make(false)).unwrap().peer, identity.peer_id());
+}
