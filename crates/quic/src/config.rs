@@ -62,6 +62,11 @@ pub struct QuicConfig {
     /// How long [`MuxedConnection::close`](sinew_transport::MuxedConnection::close) waits for
     /// quinn to report the connection closed. Default 1 s.
     pub close_timeout: Duration,
+    /// With this many of a listener's handshakes in progress, a dialler whose address is not
+    /// yet validated gets a stateless Retry first (one more round trip), so that datagrams
+    /// from spoofed addresses, which never answer it, cannot take more pending-handshake slots
+    /// than this. 0 validates every dialler. Default 8.
+    pub validate_addresses_above: usize,
 }
 
 impl Default for QuicConfig {
@@ -78,6 +83,7 @@ impl Default for QuicConfig {
             socket_send_buffer: Some(4 * MIB as usize),
             socket_recv_buffer: Some(4 * MIB as usize),
             close_timeout: Duration::from_secs(1),
+            validate_addresses_above: 8,
         }
     }
 }

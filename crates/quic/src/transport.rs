@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -367,7 +368,8 @@ impl Transport for QuicTransport {
             endpoints.buffers.insert(local, buffers);
             drop(endpoints);
             let local_addr = Addr::new(Scheme::Quic, addr.host().clone(), local.port());
-            Ok(Box::new(QuicListener { endpoint, local, local_addr, transport: this })
+            let pending = Arc::new(AtomicUsize::new(0));
+            Ok(Box::new(QuicListener { endpoint, local, local_addr, transport: this, pending })
                 as Box<dyn Listener>)
         })
     }
@@ -415,6 +417,8 @@ struct QuicListener {
     local: SocketAddr,
     local_addr: Addr,
     transport: QuicTransport,
+    /// Attempts handed out whose handshake has not ended.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Listener for QuicListener {
@@ -428,11 +432,13 @@ impl Listener for QuicListener {
                 let incoming = self.endpoint.accept().await.ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
                 })?;
-                // A first Initial from an address not yet validated gets a stateless Retry: a
-                // spoofed source never answers it, so it never takes a pending-handshake slot
-                // (one datagram would otherwise hold one for the handshake timeout). Costs an
-                // honest dialler one round trip.
-                if !incoming.remote_address_validated() && incoming.may_retry() {
+                // Under load, a first Initial from an address not yet validated gets a stateless
+                // Retry: a spoofed source never answers it, so spoofed datagrams (each would
+                // otherwise hold a slot for the inbound handshake bound) take at most
+                // `validate_addresses_above` slots. Costs an honest dialler one round trip.
+                let busy = self.pending.load(Ordering::Acquire)
+                    >= self.transport.inner.config.validate_addresses_above;
+                if busy && !incoming.remote_address_validated() && incoming.may_retry() {
                     let _ = incoming.retry();
                     continue;
                 }
@@ -447,6 +453,7 @@ impl Listener for QuicListener {
                 incoming,
                 endpoint: self.endpoint.clone(),
                 transport: self.transport.clone(),
+                slot: PendingSlot::take(&self.pending),
             };
             Ok(Incoming::new(remote, local, pending))
         })
@@ -472,12 +479,31 @@ struct PendingQuic {
     incoming: quinn::Incoming,
     endpoint: Endpoint,
     transport: QuicTransport,
+    /// Counted among the listener's handshakes in progress until dropped.
+    slot: PendingSlot,
+}
+
+/// One of a listener's handshakes in progress, counted until dropped.
+struct PendingSlot(Arc<AtomicUsize>);
+
+impl PendingSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PendingConnection for PendingQuic {
     fn upgrade(self: Box<Self>) -> BoxFuture<'static, Result<Connection, UpgradeError>> {
-        let Self { incoming, endpoint, transport } = *self;
+        let Self { incoming, endpoint, transport, slot } = *self;
         Box::pin(async move {
+            let _slot = slot;
             let config = &transport.inner.config;
             let handshake = async {
                 incoming.accept().map_err(handshake_error)?.await.map_err(handshake_error)

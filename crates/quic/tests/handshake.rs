@@ -268,29 +268,15 @@ async fn ipv6_loopback_works_when_available() {
     assert!(a.transport.endpoint_addrs().iter().any(|e| e.is_ipv6() && e.ip().is_unspecified()));
 }
 
-/// A dialler whose source never answers (a spoofed first datagram: a relay forwards only the
-/// client's first Initial and drops everything else) never reaches the node as an `Incoming`:
-/// the listener answers with a stateless Retry, so no pending-handshake slot is taken. An
-/// honest dial after it is accepted.
+/// Under load (here always: `validate_addresses_above` 0), a dialler whose source never
+/// answers (a spoofed first datagram: a relay forwards only the client's first Initial and
+/// drops everything else) never reaches the node as an `Incoming`: the listener answers with a
+/// stateless Retry, so no pending-handshake slot is taken. An honest dial after it is accepted.
 #[tokio::test]
 async fn an_initial_from_an_unanswering_source_takes_no_slot() {
-    let server = Node::new(QuicConfig::default());
+    let server = Node::new(QuicConfig { validate_addresses_above: 0, ..QuicConfig::default() });
     let mut listener = server.listen().await;
-    let target = listener.local_addr().socket_addr().unwrap();
-    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        let (n, _) = relay.recv_from(&mut buf).await.unwrap();
-        relay.send_to(&buf[..n], target).await.unwrap();
-        // Everything after the first datagram, both ways, is dropped.
-        while relay.recv_from(&mut buf).await.is_ok() {}
-    });
-    let spoofed =
-        Node::new(QuicConfig { dial_timeout: Duration::from_secs(2), ..QuicConfig::default() });
-    let via_relay: sinew_types::Addr = format!("quic://{relay_addr}").parse().unwrap();
-    let dial = tokio::spawn(async move { spoofed.transport.dial(via_relay).await });
-
+    let dial = spoofed_dial(listener.local_addr().socket_addr().unwrap());
     let accepted = tokio::time::timeout(Duration::from_millis(1500), listener.accept()).await;
     assert!(accepted.is_err(), "an unvalidated attempt reached the node");
     assert!(within(dial).await.unwrap().is_err());
@@ -302,4 +288,41 @@ async fn an_initial_from_an_unanswering_source_takes_no_slot() {
     });
     assert_eq!(dialled.unwrap().info.peer, server.key.peer_id());
     assert_eq!(incoming.unwrap().info.peer, honest.key.peer_id());
+}
+
+/// Dials `target` through a relay that forwards only the first datagram (the Initial) and
+/// drops everything after, both ways: a dialler whose source address never answers.
+fn spoofed_dial(
+    target: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<Result<sinew_transport::Connection, DialError>> {
+    tokio::spawn(async move {
+        let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let (n, _) = relay.recv_from(&mut buf).await.unwrap();
+            relay.send_to(&buf[..n], target).await.unwrap();
+            while relay.recv_from(&mut buf).await.is_ok() {}
+        });
+        let config = QuicConfig { dial_timeout: Duration::from_secs(2), ..QuicConfig::default() };
+        let spoofed = Node::new(config);
+        spoofed.transport.dial(format!("quic://{relay_addr}").parse().unwrap()).await
+    })
+}
+
+/// Below `validate_addresses_above` handshakes in progress, attempts go straight to the node
+/// (no extra round trip); at the threshold, unvalidated ones get a Retry instead.
+#[tokio::test]
+async fn addresses_are_validated_only_at_the_threshold() {
+    let server = Node::new(QuicConfig { validate_addresses_above: 1, ..QuicConfig::default() });
+    let mut listener = server.listen().await;
+    let target = listener.local_addr().socket_addr().unwrap();
+    let first = spoofed_dial(target);
+    let held = within(listener.accept()).await.expect("the first attempt reaches the node");
+    let second = spoofed_dial(target);
+    let accepted = tokio::time::timeout(Duration::from_millis(1500), listener.accept()).await;
+    assert!(accepted.is_err(), "at the threshold, an unvalidated attempt reached the node");
+    drop(held);
+    assert!(within(first).await.unwrap().is_err());
+    assert!(within(second).await.unwrap().is_err());
 }
