@@ -22,8 +22,9 @@
 //! (`--runs`), `sinew perf <addr> --bytes N --setups 5 --json` runs from namespace A for each
 //! transport in turn (the order rotates every run): TCP with the kernel's default congestion
 //! control (BBR on the machine this was written on), TCP with Reno (the only other one a
-//! namespace may choose here, `net.ipv4.tcp_allowed_congestion_control`), and QUIC (quinn, its
-//! default Cubic). Every run has a timeout (`--timeout-secs`); a run that times out or fails is
+//! namespace may choose here, `net.ipv4.tcp_allowed_congestion_control`), TCP with Reno and the
+//! route's `rto_min` lowered to 5 ms (`--rto-min-ms`; Linux's floor is 200 ms), and QUIC (quinn,
+//! its default Cubic). Every run has a timeout (`--timeout-secs`); a run that times out or fails is
 //! counted as a failure with its error. Results: a table on stdout, JSON in `--out`
 //! (default `benches/results/lossy.json`).
 //!
@@ -65,6 +66,8 @@ struct Options {
     /// Keep the veths' segmentation offload (then a "packet" the loss rule sees can be a
     /// 64 KiB TCP or UDP GSO aggregate).
     offload: bool,
+    /// The `rto_min` of the "tcp (reno, rto_min)" runs.
+    rto_min_ms: u32,
 }
 
 impl Options {
@@ -81,6 +84,7 @@ impl Options {
             timeout: Duration::from_secs(120),
             out: PathBuf::from("benches/results/lossy.json"),
             offload: false,
+            rto_min_ms: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -92,7 +96,7 @@ impl Options {
                 println!(
                     "lossy [--sinew PATH] [--rates KBIT,..(0 = unshaped)] [--loss PCT,..] \
                      [--runs N] [--bytes N] [--bytes-high-loss N] [--high-loss PCT] \
-                     [--setups N] [--timeout-secs N] [--out PATH] [--offload]"
+                     [--setups N] [--timeout-secs N] [--out PATH] [--offload] [--rto-min-ms N]"
                 );
                 std::process::exit(0);
             }
@@ -111,6 +115,7 @@ impl Options {
                 "--setups" => options.setups = value.parse()?,
                 "--timeout-secs" => options.timeout = Duration::from_secs(value.parse()?),
                 "--out" => options.out = value.into(),
+                "--rto-min-ms" => options.rto_min_ms = value.parse()?,
                 other => return Err(format!("unknown flag {other} (see --help)").into()),
             }
         }
@@ -133,11 +138,13 @@ enum Transport {
     TcpDefault,
     /// TCP with Reno.
     TcpReno,
+    /// TCP with Reno and the route's `rto_min` lowered from Linux's 200 ms.
+    TcpRenoRtoMin,
     Quic,
 }
 
 impl Transport {
-    const ALL: [Self; 3] = [Self::TcpDefault, Self::TcpReno, Self::Quic];
+    const ALL: [Self; 4] = [Self::TcpDefault, Self::TcpReno, Self::TcpRenoRtoMin, Self::Quic];
 }
 
 /// One `sinew perf` run.
@@ -328,6 +335,35 @@ fn set_tcp_cc(link: &ShapedLink, cc: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Sets (or, with `None`, removes) `rto_min` on the link's route at both ends: Linux TCP
+/// waits at least 200 ms for a retransmission timeout unless the route says otherwise.
+fn set_rto_min(link: &ShapedLink, rto_min_ms: Option<u32>) -> Result<(), BoxError> {
+    for (side, dev) in DEVICES {
+        let own = link.address(side);
+        let [a, b, c, _] = own.octets();
+        let mut args = vec![
+            "ip".to_owned(),
+            "route".to_owned(),
+            "replace".to_owned(),
+            format!("{a}.{b}.{c}.0/24"),
+            "dev".to_owned(),
+            dev.to_owned(),
+            "proto".to_owned(),
+            "kernel".to_owned(),
+            "scope".to_owned(),
+            "link".to_owned(),
+            "src".to_owned(),
+            own.to_string(),
+        ];
+        if let Some(ms) = rto_min_ms {
+            args.extend(["rto_min".to_owned(), format!("{ms}ms")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        exec(link, side, &args)?;
+    }
+    Ok(())
+}
+
 fn measure_link(
     link: &ShapedLink,
     rate: u32,
@@ -372,7 +408,12 @@ fn measure_link(
             result.ping_ms = idle_ping(link, &options.sinew, &tcp);
         }
         let bytes = options.bytes_at(loss);
-        let names = [format!("tcp ({default_cc})"), "tcp (reno)".to_owned(), "quic".to_owned()];
+        let names = [
+            format!("tcp ({default_cc})"),
+            "tcp (reno)".to_owned(),
+            format!("tcp (reno, rto_min {} ms)", options.rto_min_ms),
+            "quic".to_owned(),
+        ];
         let mut cells: Vec<Cell> = names
             .iter()
             .map(|name| Cell { loss, transport: name.clone(), bytes, runs: Vec::new() })
@@ -394,11 +435,19 @@ fn measure_link(
                         set_tcp_cc(link, "reno")?;
                         &tcp
                     }
+                    Transport::TcpRenoRtoMin => {
+                        set_tcp_cc(link, "reno")?;
+                        set_rto_min(link, Some(options.rto_min_ms))?;
+                        &tcp
+                    }
                     Transport::Quic => &quic,
                 };
                 let outcome = perf(link, options, addr, bytes, stop);
+                if transport == Transport::TcpRenoRtoMin {
+                    set_rto_min(link, None)?;
+                }
                 println!(
-                    "  loss {loss:>2} % {:<11} run {}: {}",
+                    "  loss {loss:>2} % {:<24} run {}: {}",
                     names[index],
                     run + 1,
                     match (&outcome.error, outcome.mbps, outcome.setup_ms) {
@@ -533,6 +582,7 @@ fn run_bounded(
     let stderr = err.join().unwrap_or_default();
     match status {
         Some(status) => Ok((status.success(), stdout, stderr)),
+        None if stop.load(Ordering::Relaxed) => Err("interrupted".into()),
         None => Err(format!("timed out after {} s", timeout.as_secs()).into()),
     }
 }
