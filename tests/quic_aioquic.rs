@@ -28,10 +28,11 @@ const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/require
 /// The client's own bound on everything it does (`--timeout`), in seconds.
 const CLIENT_TIMEOUT: u64 = 15;
 
-/// Whether python3 can import aioquic (and cryptography, which it depends on).
+/// Whether python3 can import what `quic_ping.py` needs: aioquic, cryptography, and noise (for the
+/// frame code it shares with `sinew_peer.py`).
 fn aioquic_importable() -> bool {
     std::process::Command::new("python3")
-        .args(["-c", "import aioquic, cryptography"])
+        .args(["-c", "import aioquic, cryptography, noise"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

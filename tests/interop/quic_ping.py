@@ -27,9 +27,10 @@ script then expects the connection to be closed (a TLS ``certificate_required`` 
 QUIC error ``0x100 + 116``); it exits 0 and reports ``"refused": true`` if it was, 1 if the
 listener answered a ping instead.
 
-The frame code (encode_frame, FrameDecoder, the identify encoding, strict Ed25519) is copied
-from tests/interop/sinew_peer.py, the TCP+Noise peer written from the same document, so that
-this client needs aioquic (and the cryptography package it depends on) only.
+The frame code (encode_frame, FrameDecoder, Identify, disconnect, strict Ed25519) is imported
+from tests/interop/sinew_peer.py, the TCP+Noise peer written from the same document, in this
+directory; this script keeps only what is QUIC/TLS-specific. Its requirements are those of
+tests/interop/requirements.txt (aioquic, cryptography, and noiseprotocol for sinew_peer).
 """
 
 from __future__ import annotations
@@ -42,14 +43,11 @@ import ssl
 import struct
 import sys
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aioquic import __version__ as AIOQUIC_VERSION
 from aioquic.asyncio import QuicConnectionProtocol, connect
@@ -62,6 +60,36 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+# The protocol layer shared with the TCP+Noise peer (run as a script: import from this directory).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sinew_peer import (  # noqa: E402
+    CAP_CONTROL_STREAM,
+    CONTROL_STREAM_VERSION,
+    FL_ERROR,
+    FL_KINDS,
+    FL_LARGE,
+    FL_REQUEST,
+    FL_RESPONSE,
+    OP_APP_MIN,
+    OP_CONTROL_STREAM,
+    OP_DISCONNECT,
+    OP_IDENTIFY,
+    OP_KEEPALIVE,
+    OP_KEEPALIVE_RESPONSE,
+    OP_PING,
+    OP_PONG,
+    Frame,
+    FrameDecoder,
+    Identify,
+    ProtocolError,
+    decode_disconnect,
+    ed25519_is_weak,
+    encode_disconnect,
+    encode_frame,
+    sig_message,
+    verify_strict,
+)
+
 # --------------------------------------------------------------------------------------------
 # Constants (docs/protocol.md)
 # --------------------------------------------------------------------------------------------
@@ -72,31 +100,7 @@ EXTENSION_OID = x509.ObjectIdentifier("2.25.7234711583433140489")
 EXTENSION_PAYLOAD_LEN = 105
 EXTENSION_VERSION = 1
 
-SIG_PREFIX = b"sinew-sig:"
 DOMAIN_TLS_CERTIFICATE = b"tls-certificate/v1"
-
-# frame flags (section 4)
-FL_REQUEST = 0x01
-FL_RESPONSE = 0x02
-FL_ERROR = 0x04
-FL_CHECKSUM = 0x08
-FL_LARGE = 0x10
-FL_ACK = 0x20
-FL_RESERVED = 0xC0
-FL_KINDS = FL_REQUEST | FL_RESPONSE | FL_ERROR | FL_ACK
-
-# opcodes (section 4)
-OP_KEEPALIVE = 2
-OP_KEEPALIVE_RESPONSE = 3
-OP_PING = 10
-OP_PONG = 11
-OP_DISCONNECT = 14
-OP_IDENTIFY = 19
-OP_CONTROL_STREAM = 20
-OP_APP_MIN = 1000
-
-CONTROL_STREAM_VERSION = 3
-CAP_CONTROL_STREAM = 64 * 1024
 
 # QUIC error codes of TLS alerts: 0x100 + alert (RFC 9001 section 4.8)
 CRYPTO_ERROR_BASE = 0x100
@@ -120,299 +124,10 @@ ALERT_CERTIFICATE_REQUIRED = 116
 
 
 class CheckFailed(Exception):
-    """The listener did something docs/protocol.md does not allow (or did not do what it says)."""
+    """The listener did something docs/protocol.md does not allow (or did not do what it says).
 
-
-# --------------------------------------------------------------------------------------------
-# Strict Ed25519 (section 2: RFC 8032 plus canonical, not-small-order A and R, and S < L);
-# copied from sinew_peer.py
-# --------------------------------------------------------------------------------------------
-
-_P = 2**255 - 19
-_D = (-121665 * pow(121666, _P - 2, _P)) % _P
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-_L = 2**252 + 27742317777372353535851937790883648493
-
-
-def _ed_decompress(b: bytes):
-    if len(b) != 32:
-        return None
-    y = int.from_bytes(b, "little") & ((1 << 255) - 1)
-    sign = b[31] >> 7
-    if y >= _P:
-        return None  # non-canonical encoding
-    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
-    x = pow(x2, (_P + 3) // 8, _P)
-    if (x * x - x2) % _P != 0:
-        x = x * _SQRT_M1 % _P
-    if (x * x - x2) % _P != 0:
-        return None
-    if x == 0 and sign == 1:
-        return None
-    if x & 1 != sign:
-        x = _P - x
-    return (x, y)
-
-
-def _ed_add(p1, p2):
-    x1, y1 = p1
-    x2, y2 = p2
-    t = _D * x1 * x2 * y1 * y2 % _P
-    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, _P - 2, _P) % _P
-    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P
-    return (x3, y3)
-
-
-def ed25519_is_weak(encoded: bytes) -> bool:
-    """True for an undecodable point or one of small order ([8]P is the identity)."""
-    pt = _ed_decompress(encoded)
-    if pt is None:
-        return True
-    for _ in range(3):
-        pt = _ed_add(pt, pt)
-    return pt == (0, 1)
-
-
-def sig_message(domain: bytes, message: bytes) -> bytes:
-    """Section 6: "sinew-sig:" || domain || 0x00 || message."""
-    return SIG_PREFIX + domain + b"\x00" + message
-
-
-def verify_strict(public: bytes, signature: bytes, message: bytes) -> bool:
-    if len(public) != 32 or len(signature) != 64:
-        return False
-    if ed25519_is_weak(public) or ed25519_is_weak(signature[:32]):
-        return False
-    if int.from_bytes(signature[32:], "little") >= _L:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except InvalidSignature:
-        return False
-    return True
-
-
-# --------------------------------------------------------------------------------------------
-# Section 4: frames; copied from sinew_peer.py
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Frame:
-    opcode: int
-    flags: int = 0
-    payload: bytes = b""
-    request_id: Optional[int] = None
-    status: Optional[int] = None
-
-    def describe(self) -> str:
-        p = self.payload if len(self.payload) <= 32 else self.payload[:32] + b"..."
-        return (
-            f"Frame(op={self.opcode}, flags=0x{self.flags:02x}, id={self.request_id}, "
-            f"status={self.status}, payload[{len(self.payload)}]={p!r})"
-        )
-
-
-def _has_id(flags: int) -> bool:
-    return bool(flags & FL_KINDS)
-
-
-def encode_frame(
-    opcode: int,
-    payload: bytes = b"",
-    flags: int = 0,
-    request_id: Optional[int] = None,
-    status: Optional[int] = None,
-) -> bytes:
-    body = struct.pack("<IB", opcode, flags)
-    if _has_id(flags):
-        body += struct.pack("<Q", request_id or 0)
-    if flags & FL_ERROR:
-        body += struct.pack("<H", status or 0)
-    body += payload
-    return struct.pack("<I", len(body)) + body
-
-
-def frame_header_len(flags: int) -> int:
-    """Bytes after the length field before the payload: opcode, flags, id, status."""
-    n = 5
-    if _has_id(flags):
-        n += 8
-    if flags & FL_ERROR:
-        n += 2
-    return n
-
-
-class FrameDecoder:
-    """Incremental decoder for a stream of sinew frames, with a payload cap."""
-
-    def __init__(self, cap: int):
-        self.cap = cap
-        self.buf = bytearray()
-
-    def feed(self, data: bytes):
-        self.buf += data
-
-    def pending(self) -> int:
-        return len(self.buf)
-
-    def next(self) -> Optional[Frame]:
-        if len(self.buf) < 4:
-            return None
-        (length,) = struct.unpack_from("<I", self.buf, 0)
-        if length < 5:
-            raise CheckFailed(f"frame length {length} shorter than opcode+flags")
-        if len(self.buf) >= 9:
-            flags = self.buf[8]
-            if flags & FL_RESERVED:
-                raise CheckFailed(f"reserved flag bits set: 0x{flags:02x}")
-            kinds = flags & FL_KINDS
-            if kinds & (kinds - 1):
-                raise CheckFailed(f"conflicting frame kinds: 0x{flags:02x}")
-            hdr = frame_header_len(flags)
-            trailer = 4 if flags & FL_CHECKSUM else 0
-            if length < hdr + trailer:
-                raise CheckFailed(f"frame length {length} too short for its header")
-            if length - hdr - trailer > self.cap:
-                raise CheckFailed(f"frame payload {length - hdr - trailer} over the cap {self.cap}")
-        if len(self.buf) < 4 + length:
-            return None
-        body = bytes(self.buf[4 : 4 + length])
-        del self.buf[: 4 + length]
-        opcode, flags = struct.unpack_from("<IB", body, 0)
-        if opcode == 0:
-            raise CheckFailed("opcode 0")
-        pos = 5
-        rid = status = None
-        if _has_id(flags):
-            (rid,) = struct.unpack_from("<Q", body, pos)
-            pos += 8
-        if flags & FL_ERROR:
-            (status,) = struct.unpack_from("<H", body, pos)
-            pos += 2
-        end = len(body)
-        if flags & FL_CHECKSUM:
-            end -= 4
-            (crc,) = struct.unpack_from("<I", body, end)
-            if crc32c(body[:end]) != crc:
-                raise CheckFailed("bad frame checksum")
-        return Frame(opcode, flags, body[pos:end], rid, status)
-
-
-def _crc32c_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-# --------------------------------------------------------------------------------------------
-# Section 5: identify and disconnect; copied from sinew_peer.py
-# --------------------------------------------------------------------------------------------
-
-
-def enc_string(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return struct.pack("<H", len(b)) + b
-
-
-class Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
-            raise CheckFailed(f"truncated: need {n} bytes at {self.pos} of {len(self.data)}")
-        b = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return b
-
-    def u8(self):
-        return self.take(1)[0]
-
-    def u16(self):
-        return struct.unpack("<H", self.take(2))[0]
-
-    def u32(self):
-        return struct.unpack("<I", self.take(4))[0]
-
-    def u64(self):
-        return struct.unpack("<Q", self.take(8))[0]
-
-    def string(self, limit: Optional[int] = None) -> str:
-        n = self.u16()
-        if limit is not None and n > limit:
-            raise CheckFailed(f"string of {n} bytes over its limit {limit}")
-        return self.take(n).decode("utf-8")
-
-
-def encode_identify(boot_nonce: int, observed: Optional[str]) -> bytes:
-    out = struct.pack("<H", 1)  # protocol version
-    out += enc_string(f"sinew-quic-aioquic/{AIOQUIC_VERSION}")
-    out += struct.pack("<Q", boot_nonce)
-    out += struct.pack("<H", 0)  # no listen addresses
-    out += b"\x01" + enc_string(observed) if observed else b"\x00"
-    out += enc_string("node")
-    out += struct.pack("<H", 0)  # no opcode ranges
-    out += struct.pack("<I", 0)  # no signed peer record
-    return out
-
-
-def decode_identify(data: bytes) -> dict:
-    r = Reader(data)
-    version = r.u16()
-    agent = r.string(128)
-    nonce = r.u64()
-    n = r.u16()
-    if n > 32:
-        raise CheckFailed(f"identify with {n} listen addresses")
-    listen = [r.string() for _ in range(n)]
-    flag = r.u8()
-    if flag not in (0, 1):
-        raise CheckFailed(f"identify: observed address flag {flag}")
-    observed = r.string() if flag else None
-    role = r.string(64)
-    n = r.u16()
-    if n > 256:
-        raise CheckFailed(f"identify with {n} opcode ranges")
-    ranges = [(r.u32(), r.u32()) for _ in range(n)]
-    record_len = r.u32()
-    if record_len > 16 * 1024:
-        raise CheckFailed(f"identify: peer record of {record_len} bytes")
-    r.take(record_len)
-    return {
-        "protocol_version": version,
-        "agent": agent,
-        "boot_nonce": nonce,
-        "listen_addresses": listen,
-        "observed_address": observed,
-        "role": role,
-        "opcode_ranges": ranges,
-        "peer_record_len": record_len,
-    }
-
-
-def encode_disconnect(code: int, message: str) -> bytes:
-    return struct.pack("<H", code) + enc_string(message)
-
-
-def decode_disconnect(payload: bytes):
-    r = Reader(payload)
-    return r.u16(), r.string(256)
+    Malformed frames, identify and disconnect payloads raise sinew_peer's ProtocolError instead;
+    both are caught where CheckFailed is."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,9 +314,9 @@ class ControlStream:
             frame = self.dec.next()
             if frame is not None:
                 if frame.opcode >= OP_APP_MIN and not frame.flags & FL_ERROR:
-                    raise CheckFailed(f"application frame on the control stream: {frame.describe()}")
+                    raise CheckFailed(f"application frame on the control stream: {frame!r}")
                 if frame.flags & FL_LARGE:
-                    raise CheckFailed(f"LARGE frame on the control stream: {frame.describe()}")
+                    raise CheckFailed(f"LARGE frame on the control stream: {frame!r}")
                 return frame
             if self.id in self.client.resets:
                 raise CheckFailed(
@@ -680,9 +395,12 @@ async def session(args, report: dict, holder: list) -> None:
         control.write(encode_frame(OP_CONTROL_STREAM, struct.pack("<H", CONTROL_STREAM_VERSION)))
         # Section 5: the dialler's identify, right after its CONTROL_STREAM frame.
         boot_nonce = own["boot_nonce"] if own else 0
-        control.write(
-            encode_frame(OP_IDENTIFY, encode_identify(boot_nonce, f"quic://{args.host}:{args.port}"))
+        identify_ours = Identify(
+            agent=f"sinew-quic-aioquic/{AIOQUIC_VERSION}",
+            boot_nonce=boot_nonce,
+            observed_address=f"quic://{args.host}:{args.port}",
         )
+        control.write(encode_frame(OP_IDENTIFY, identify_ours.encode()))
         # Section 5: a ping is a REQUEST with opcode 10 and any payload.
         request_id = 1
         payload = os.urandom(8)
@@ -700,7 +418,7 @@ async def session(args, report: dict, holder: list) -> None:
                 raise CheckFailed("the listener finished the control stream before the pong")
             seen.append(frame.opcode)
             if frame.opcode == OP_IDENTIFY and not frame.flags & FL_KINDS:
-                identify = decode_identify(frame.payload)
+                identify = Identify.decode(frame.payload)
             elif frame.opcode == OP_PING and frame.flags & FL_REQUEST:
                 control.write(encode_frame(OP_PONG, frame.payload, FL_RESPONSE, request_id=frame.request_id))
                 answered += 1
@@ -710,7 +428,7 @@ async def session(args, report: dict, holder: list) -> None:
                 code, message = decode_disconnect(frame.payload)
                 raise CheckFailed(f"the listener disconnected before the pong: code {code}: {message}")
             elif frame.request_id == request_id and frame.flags & FL_ERROR:
-                raise CheckFailed(f"the ping was answered with an error: {frame.describe()}")
+                raise CheckFailed(f"the ping was answered with an error: {frame!r}")
             elif frame.request_id == request_id and frame.flags & FL_RESPONSE:
                 if frame.opcode != OP_PONG:
                     raise CheckFailed(f"the ping was answered with opcode {frame.opcode}, want 11")
@@ -730,17 +448,17 @@ async def session(args, report: dict, holder: list) -> None:
         report["pings_answered"] = answered
         if identify is not None:
             report["server_identify"] = {
-                "protocol_version": identify["protocol_version"],
-                "agent": identify["agent"],
-                "boot_nonce": identify["boot_nonce"],
-                "observed_address": identify["observed_address"],
-                "role": identify["role"],
-                "listen_addresses": identify["listen_addresses"],
+                "protocol_version": identify.protocol_version,
+                "agent": identify.agent,
+                "boot_nonce": identify.boot_nonce,
+                "observed_address": identify.observed_address,
+                "role": identify.role,
+                "listen_addresses": identify.listen_addresses,
             }
             # Section 5: the handshake's boot nonce is authoritative; identify repeats it.
-            if identify["boot_nonce"] != server["boot_nonce"]:
+            if identify.boot_nonce != server["boot_nonce"]:
                 raise CheckFailed(
-                    f"identify's boot nonce {identify['boot_nonce']} differs from the certificate's {server['boot_nonce']}"
+                    f"identify's boot nonce {identify.boot_nonce} differs from the certificate's {server['boot_nonce']}"
                 )
 
         # Section 3.2: DISCONNECT is the last frame on the control stream, then FIN; the listener
@@ -761,7 +479,7 @@ async def refused_session(args, report: dict, holder: list) -> None:
     report["client_certificate"] = False
     try:
         await session(args, report, holder)
-    except (CheckFailed, ConnectionError) as e:
+    except (CheckFailed, ProtocolError, ConnectionError) as e:
         client = holder[0] if holder else None
         if client is None or client.terminated is None:
             raise CheckFailed(f"failed without a QUIC close from the listener: {e!r}") from None
@@ -796,7 +514,9 @@ def main() -> int:
     run = refused_session if args.no_client_cert else session
     try:
         asyncio.run(asyncio.wait_for(run(args, report, holder), args.timeout + 2.0))
-    except (CheckFailed, ConnectionError, OSError, asyncio.TimeoutError, ValueError) as e:
+    except (
+        CheckFailed, ProtocolError, ConnectionError, OSError, asyncio.TimeoutError, ValueError
+    ) as e:
         message = str(e) or type(e).__name__
         if isinstance(e, asyncio.TimeoutError):
             message = f"timed out after {args.timeout} s"
