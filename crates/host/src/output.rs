@@ -119,15 +119,17 @@ pub enum Output {
     /// write credit ([`crate::Host::handle_write_credit`]).
     Transmit(Transmit),
     /// Dial `addr` for connection `conn`, and then, each after a short stagger (or at once
-    /// when the one before failed), the `alternatives` (the peer's other known addresses):
-    /// keep the first that authenticates and drop the others. Report with
-    /// `handle_established` or `handle_dial_failed`.
+    /// when the one before failed), the `alternatives` (up to three of the peer's other recent
+    /// addresses): keep the first that authenticates and drop the others. `addr` and the
+    /// alternatives are in dialling order: QUIC, then TCP, then WebSocket, IPv6 and IPv4
+    /// alternating within a transport. Report with `handle_established` or
+    /// `handle_dial_failed`.
     Dial {
         /// The connection's id.
         conn: ConnId,
         /// Where first.
         addr: Addr,
-        /// The peer's other addresses, most recent first (with its peer id).
+        /// Where next, in order (with the peer's id).
         alternatives: Vec<Addr>,
     },
     /// Give up a dial or handshake in progress (the host already counts it closed).

@@ -1,7 +1,7 @@
 //! Moves bytes through `WsStream` over loopback TCP, and through plain TCP in the same run, and
 //! prints MB/s for each and their ratio.
 //!
-//! `cargo run --release -p sinew-ws --example throughput [MiB] [read buffer KiB]` (1024 MiB and
+//! `cargo run --release -p sinew-ws --example ws_throughput [MiB] [read buffer KiB]` (1024 MiB and
 //! the default read buffer by default).
 
 use std::time::{Duration, Instant};

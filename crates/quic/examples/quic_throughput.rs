@@ -2,7 +2,7 @@
 //! settings (TLS configuration, transport configuration, UDP socket buffers), in the same run.
 //!
 //! ```text
-//! cargo run --release -p sinew-quic --example throughput [MiB] [rounds]
+//! cargo run --release -p sinew-quic --example quic_throughput [MiB] [rounds]
 //! ```
 //! Defaults: 1024 MiB, 3 rounds of each, alternating; prints each round and the medians.
 
