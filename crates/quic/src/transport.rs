@@ -12,6 +12,7 @@ use rustls::pki_types::CertificateDer;
 use sinew_secure::{
     DIALLER_MESSAGE_TIMEOUT, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, certified_identity,
 };
+use sinew_transport::resolve::{canonical, no_addresses, resolve_dial, resolve_listen};
 use sinew_transport::{
     BoxFuture, CertificateError, Connection, ConnectionInfo, DialError, Direction, HandshakeError,
     Incoming, ListenError, Listener, PendingConnection, Refused, RefusedLimit, Security, Transport,
@@ -236,21 +237,6 @@ fn set_buffers(socket: &std::net::UdpSocket, config: &QuicConfig) -> io::Result<
     })
 }
 
-/// Resolves an address's host (a DNS name at every call).
-async fn resolve(addr: &Addr) -> io::Result<Vec<SocketAddr>> {
-    match addr.host() {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, addr.port())]),
-        Host::Dns(name) => {
-            Ok(tokio::net::lookup_host((name.as_str(), addr.port())).await?.collect())
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (from a dual-stack socket) as plain IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 fn quic_addr(socket: SocketAddr) -> Addr {
     let socket = canonical(socket);
     Addr::new(Scheme::Quic, Host::Ip(socket.ip()), socket.port())
@@ -356,10 +342,7 @@ impl Transport for QuicTransport {
             if addr.scheme() != Scheme::Quic {
                 return Err(ListenError::UnsupportedScheme(addr.scheme()));
             }
-            let socket_addr =
-                *resolve(&addr).await.map_err(ListenError::Resolve)?.first().ok_or_else(|| {
-                    ListenError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no address"))
-                })?;
+            let socket_addr = resolve_listen(&addr).await?;
             let server = this.server_config().map_err(ListenError::Bind)?;
             let (endpoint, local, buffers) =
                 this.bind(socket_addr, Some(server)).map_err(ListenError::Bind)?;
@@ -381,14 +364,8 @@ impl Transport for QuicTransport {
                 return Err(DialError::UnsupportedScheme(addr.scheme()));
             }
             let attempt = async {
-                let candidates = resolve(&addr).await.map_err(|source| DialError::Resolve {
-                    host: addr.host().to_string(),
-                    source,
-                })?;
-                let mut last = DialError::Connect(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "host resolved to no addresses",
-                ));
+                let candidates = resolve_dial(&addr).await?;
+                let mut last = DialError::Connect(no_addresses());
                 for candidate in candidates {
                     match this.dial_one(&addr, candidate).await {
                         Ok(connection) => return Ok(connection),

@@ -43,11 +43,12 @@ use std::time::Duration;
 
 use sinew_mux::YamuxConfig;
 use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig, NoiseIdentity};
+use sinew_transport::resolve::{canonical, connect_tcp, resolve_listen};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, Incoming, ListenError, Listener,
     PendingConnection, Refused, RefusedLimit, Transport, UpgradeError,
 };
-use sinew_types::{Addr, Host, Scheme};
+use sinew_types::{Addr, Scheme};
 use tokio::net::{TcpListener, TcpStream};
 
 /// TCP transport settings.
@@ -121,21 +122,6 @@ impl std::fmt::Debug for TcpTransport {
     }
 }
 
-/// Resolves an address's host (a DNS name at every call).
-async fn resolve(addr: &Addr) -> io::Result<Vec<SocketAddr>> {
-    match addr.host() {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, addr.port())]),
-        Host::Dns(name) => {
-            Ok(tokio::net::lookup_host((name.as_str(), addr.port())).await?.collect())
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (from a dual-stack listener) as plain IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 fn connection_info(
     handshake: HandshakeInfo,
     direction: Direction,
@@ -164,10 +150,7 @@ impl Transport for TcpTransport {
             if addr.scheme() != Scheme::Tcp {
                 return Err(ListenError::UnsupportedScheme(addr.scheme()));
             }
-            let socket_addr =
-                *resolve(&addr).await.map_err(ListenError::Resolve)?.first().ok_or_else(|| {
-                    ListenError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no address"))
-                })?;
+            let socket_addr = resolve_listen(&addr).await?;
             let socket = if socket_addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()
             } else {
@@ -191,7 +174,7 @@ impl Transport for TcpTransport {
                 return Err(DialError::UnsupportedScheme(addr.scheme()));
             }
             let config = &this.config;
-            let stream = tokio::time::timeout(config.dial_timeout, connect(&addr))
+            let stream = tokio::time::timeout(config.dial_timeout, connect_tcp(&addr))
                 .await
                 .map_err(|_| DialError::Timeout)??;
             set_notsent_lowat(&stream, config.notsent_lowat).map_err(DialError::Connect)?;
@@ -238,24 +221,6 @@ fn set_notsent_lowat(stream: &TcpStream, bytes: Option<u32>) -> io::Result<()> {
     #[cfg(not(target_os = "linux"))]
     let _ = (stream, bytes);
     Ok(())
-}
-
-/// Connects to the first resolved address that accepts.
-async fn connect(addr: &Addr) -> Result<TcpStream, DialError> {
-    let host = addr.host().to_string();
-    let candidates =
-        resolve(addr).await.map_err(|source| DialError::Resolve { host: host.clone(), source })?;
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host resolved to no addresses");
-    for candidate in candidates {
-        match TcpStream::connect(candidate).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(DialError::Connect)?;
-                return Ok(stream);
-            }
-            Err(e) => last_error = e,
-        }
-    }
-    Err(DialError::Connect(last_error))
 }
 
 struct TcpListenerImpl {

@@ -25,6 +25,7 @@ mod connection;
 mod error;
 mod muxed;
 mod refusal;
+pub mod resolve;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use sinew_mux::YamuxConfig;
 use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig, NoiseIdentity};
+use sinew_transport::resolve::{canonical, connect_tcp, resolve_listen};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, HandshakeError, Incoming,
     ListenError, Listener, PendingConnection, Refused, RefusedLimit, Transport, UpgradeError,
@@ -141,21 +142,6 @@ where
 
 // ---- Addresses. ----
 
-/// Resolves an address's host (a DNS name at every call).
-async fn resolve(addr: &Addr) -> io::Result<Vec<SocketAddr>> {
-    match addr.host() {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, addr.port())]),
-        Host::Dns(name) => {
-            Ok(tokio::net::lookup_host((name.as_str(), addr.port())).await?.collect())
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (from a dual-stack listener) as plain IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 /// `scheme://ip:port/path`.
 fn ws_addr(scheme: Scheme, socket: SocketAddr, path: &str) -> Addr {
     let addr = Addr::new(scheme, Host::Ip(socket.ip()), socket.port());
@@ -180,24 +166,6 @@ fn connection_info(
 }
 
 // ---- Dialling. ----
-
-/// Connects to the first resolved address that accepts.
-async fn connect(addr: &Addr) -> Result<TcpStream, DialError> {
-    let host = addr.host().to_string();
-    let candidates =
-        resolve(addr).await.map_err(|source| DialError::Resolve { host: host.clone(), source })?;
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host resolved to no addresses");
-    for candidate in candidates {
-        match TcpStream::connect(candidate).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(DialError::Connect)?;
-                return Ok(stream);
-            }
-            Err(e) => last_error = e,
-        }
-    }
-    Err(DialError::Connect(last_error))
-}
 
 /// TLS (for wss) and the WebSocket client handshake.
 async fn open_websocket(
@@ -282,10 +250,7 @@ impl Transport for WsTransport {
                 })?),
                 other => return Err(ListenError::UnsupportedScheme(other)),
             };
-            let socket_addr =
-                *resolve(&addr).await.map_err(ListenError::Resolve)?.first().ok_or_else(|| {
-                    ListenError::Resolve(io::Error::new(io::ErrorKind::NotFound, "no address"))
-                })?;
+            let socket_addr = resolve_listen(&addr).await?;
             let socket = if socket_addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()
             } else {
@@ -311,7 +276,7 @@ impl Transport for WsTransport {
                 return Err(DialError::UnsupportedScheme(addr.scheme()));
             }
             let config = &this.config;
-            let tcp = tokio::time::timeout(config.dial_timeout, connect(&addr))
+            let tcp = tokio::time::timeout(config.dial_timeout, connect_tcp(&addr))
                 .await
                 .map_err(|_| DialError::Timeout)??;
             let local = tcp.local_addr().map_err(DialError::Connect)?;
