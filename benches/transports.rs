@@ -151,7 +151,7 @@ async fn plain_tcp() -> Addr {
 
 fn identities(key: &Keypair) -> Identities {
     Identities {
-        noise: Arc::new(NoiseIdentity::new(key, 1)),
+        noise: Some(Arc::new(NoiseIdentity::new(key, 1))),
         tls: Some(Arc::new(TlsIdentity::new(key, 1).unwrap())),
     }
 }

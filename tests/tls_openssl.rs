@@ -23,7 +23,7 @@ async fn tls_listener(
     key: &Keypair,
 ) -> (Addr, mpsc::UnboundedReceiver<Result<Connection, UpgradeError>>) {
     let identities = Identities {
-        noise: Arc::new(NoiseIdentity::new(key, 7)),
+        noise: Some(Arc::new(NoiseIdentity::new(key, 7))),
         tls: Some(Arc::new(TlsIdentity::new(key, 7).unwrap())),
     };
     let transport = TcpTransport::with_identities(identities, TcpConfig::default());

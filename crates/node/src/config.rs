@@ -7,6 +7,7 @@ use sinew_codec::{CHECKSUM_LEN, DEFAULT_CONTROL_CAP, MAX_HEADER, SYSTEM_FRAME_CA
 
 use crate::error::ConfigError;
 use sinew_peers::PeersConfig;
+#[cfg(feature = "tcp")]
 use sinew_tcp::TcpConfig;
 use sinew_types::Addr;
 
@@ -18,7 +19,8 @@ pub struct NodeConfig {
     /// Connection limits, ping, idle, auth and drain deadlines, reconnect backoff.
     pub peers: PeersConfig,
     /// TCP transport: dial timeout, Noise suite and handshake timeout, yamux, and whether to
-    /// dial with TLS.
+    /// dial with TLS. The memory transport borrows its Noise and yamux settings.
+    #[cfg(feature = "tcp")]
     pub tcp: TcpConfig,
     /// WebSocket transport (`ws://`, `wss://`): as TCP, plus the WebSocket limits and the wss
     /// certificate and roots.
@@ -48,8 +50,9 @@ pub struct NodeConfig {
     pub recv_rate_limit: Option<u64>,
     /// Node-wide bytes by which yamux's auto-tuned receive windows may grow beyond their
     /// guaranteed 256 KiB per stream, across all connections (256 MiB; each new connection
-    /// takes at most a quarter of what is left, up to its own cap). Used unless
-    /// `tcp.mux.window_budget` is set.
+    /// takes at most a quarter of what is left, up to its own cap). Used by every transport
+    /// whose `mux.window_budget` is not set (if `tcp.mux.window_budget` is, the others share
+    /// that one).
     pub mux_window_budget: usize,
     /// Bytes of small frames queued per peer (8 MiB). When full, `send` waits and `try_send`
     /// returns `Full`.
@@ -222,6 +225,7 @@ impl Default for NodeConfig {
         Self {
             listen: Vec::new(),
             peers: PeersConfig::default(),
+            #[cfg(feature = "tcp")]
             tcp: TcpConfig::default(),
             #[cfg(feature = "ws")]
             ws: sinew_ws::WsConfig::default(),

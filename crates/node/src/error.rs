@@ -22,6 +22,7 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
     /// The node's TLS certificate could not be made.
+    #[cfg(feature = "tls")]
     #[error("TLS setup failed: {0}")]
     Tls(#[from] sinew_secure::TlsSetupError),
 }

@@ -8,9 +8,16 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use sinew_codec::messages::DisconnectCode;
 use sinew_codec::{Frame, FrameKind, MAX_MESSAGE, Opcode, Status};
+use sinew_mux::WindowBudget;
 use sinew_peers::PeerManager;
 use sinew_protocol::{BroadcastReport, Commands, Message, Opcodes, Protocol, ProtocolId};
-use sinew_secure::{Identities, NoiseIdentity, TlsIdentity};
+#[cfg(any(feature = "tcp", feature = "ws"))]
+use sinew_secure::Identities;
+#[cfg(feature = "noise")]
+use sinew_secure::NoiseIdentity;
+#[cfg(feature = "tls")]
+use sinew_secure::TlsIdentity;
+#[cfg(feature = "tcp")]
 use sinew_tcp::TcpTransport;
 use sinew_transport::{ListenError, Transport};
 use sinew_types::{Addr, Keypair, PeerId};
@@ -42,15 +49,23 @@ pub struct NodeBuilder {
 /// Builds a transport once the node's identity is known (see [`NodeBuilder::transport`]).
 type MakeTransport = Box<dyn FnOnce(&TransportParts) -> Arc<dyn Transport> + Send>;
 
-/// What a transport is built from: the node's handshake identity and its configuration.
+/// What a transport is built from: the node's handshake identities (those of the securities
+/// it is built with) and its configuration.
 #[derive(Debug)]
 pub struct TransportParts {
-    /// The identity the transport's handshake proves (the node's key and boot nonce).
+    /// The Noise identity the transport's handshake proves (the node's key and boot nonce).
+    #[cfg(feature = "noise")]
     pub identity: Arc<NoiseIdentity>,
     /// The node's TLS identity: its certificate for this process, for TLS 1.3 and QUIC.
+    #[cfg(feature = "tls")]
     pub tls: Arc<TlsIdentity>,
-    /// The node's configuration (security and muxer settings live in `tcp`).
+    /// The node's configuration. With the `tcp` feature, `tcp` holds the security and muxer
+    /// settings the memory transport borrows; every transport's `mux.window_budget` is set to
+    /// the node's.
     pub config: NodeConfig,
+    /// The node-wide yamux window budget, for transports whose settings name none.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    window_budget: WindowBudget,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -123,15 +138,29 @@ impl NodeBuilder {
 
     /// Adds the in-process transport (`memory://host:port`, see [`sinew_memory`]): nodes of
     /// one process reach each other without sockets, through the same handshake and muxer.
+    /// It takes its Noise and yamux settings from `NodeConfig::tcp` (without the `tcp` feature,
+    /// the defaults; [`NodeBuilder::memory_with`] names them).
+    #[cfg(feature = "noise")]
     #[must_use]
     pub fn memory(self) -> Self {
         self.transport(|parts| {
+            #[cfg(feature = "tcp")]
             let config = sinew_memory::MemoryConfig {
                 noise: parts.config.tcp.noise,
                 mux: parts.config.tcp.mux.clone(),
             };
-            sinew_memory::MemoryTransport::new(parts.identity.clone(), config)
+            #[cfg(not(feature = "tcp"))]
+            let config = sinew_memory::MemoryConfig::default();
+            memory_transport(parts, config)
         })
+    }
+
+    /// Adds the in-process transport as [`NodeBuilder::memory`] does, with these Noise and
+    /// yamux settings (the node's window budget unless `config.mux.window_budget` is set).
+    #[cfg(feature = "noise")]
+    #[must_use]
+    pub fn memory_with(self, config: sinew_memory::MemoryConfig) -> Self {
+        self.transport(move |parts| memory_transport(parts, config))
     }
 
     /// Register a protocol at start.
@@ -145,24 +174,26 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, StartError> {
         let Self { keypair, mut config, protocols, transports: extra } = self;
         config.validate()?;
-        if config.tcp.mux.window_budget.is_none() {
-            let budget = sinew_mux::WindowBudget::new(config.mux_window_budget);
-            config.tcp.mux.window_budget = Some(budget);
-        }
-        #[cfg(feature = "ws")]
-        if config.ws.mux.window_budget.is_none() {
-            config.ws.mux.window_budget.clone_from(&config.tcp.mux.window_budget);
-        }
+        let window_budget = share_window_budget(&mut config);
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let boot_nonce: u64 = rand::rng().random();
+        #[cfg(feature = "noise")]
         let identity = Arc::new(NoiseIdentity::new(&keypair, boot_nonce));
+        // The certificate is made only when the node runs TLS (TCP, WebSocket or QUIC).
+        #[cfg(feature = "tls")]
         let tls = Arc::new(TlsIdentity::new(&keypair, boot_nonce)?);
-        let identities = Identities {
-            noise: Arc::clone(&identity),
-            tls: cfg!(feature = "tls").then(|| Arc::clone(&tls)),
+        #[cfg(any(feature = "tcp", feature = "ws"))]
+        let identities = {
+            let identities = Identities::default();
+            #[cfg(feature = "noise")]
+            let identities = identities.with_noise(Arc::clone(&identity));
+            #[cfg(feature = "tls")]
+            let identities = identities.with_tls(Arc::clone(&tls));
+            identities
         };
         let mut transports = Transports::default();
+        #[cfg(feature = "tcp")]
         transports
             .add(Arc::new(TcpTransport::with_identities(identities.clone(), config.tcp.clone())));
         #[cfg(feature = "ws")]
@@ -173,7 +204,14 @@ impl NodeBuilder {
         #[cfg(feature = "quic")]
         transports
             .add(Arc::new(sinew_quic::QuicTransport::new(Arc::clone(&tls), config.quic.clone())));
-        let parts = TransportParts { identity, tls, config: config.clone() };
+        let parts = TransportParts {
+            #[cfg(feature = "noise")]
+            identity,
+            #[cfg(feature = "tls")]
+            tls,
+            config: config.clone(),
+            window_budget,
+        };
         for make in extra {
             transports.add(make(&parts));
         }
@@ -221,6 +259,34 @@ impl NodeBuilder {
     }
 }
 
+/// Gives every transport whose settings name no yamux window budget the node's one (TCP's, if
+/// it names one), and returns it.
+fn share_window_budget(config: &mut NodeConfig) -> WindowBudget {
+    let bytes = config.mux_window_budget;
+    #[cfg(feature = "tcp")]
+    let budget =
+        config.tcp.mux.window_budget.get_or_insert_with(|| WindowBudget::new(bytes)).clone();
+    #[cfg(not(feature = "tcp"))]
+    let budget = WindowBudget::new(bytes);
+    #[cfg(feature = "ws")]
+    if config.ws.mux.window_budget.is_none() {
+        config.ws.mux.window_budget = Some(budget.clone());
+    }
+    budget
+}
+
+/// The memory transport with `config`, on the node's window budget unless it names its own.
+#[cfg(feature = "noise")]
+fn memory_transport(
+    parts: &TransportParts,
+    mut config: sinew_memory::MemoryConfig,
+) -> sinew_memory::MemoryTransport {
+    if config.mux.window_budget.is_none() {
+        config.mux.window_budget = Some(parts.window_budget.clone());
+    }
+    sinew_memory::MemoryTransport::new(Arc::clone(&parts.identity), config)
+}
+
 /// What the host needs of the node's configuration.
 fn host_config(local: PeerId, config: &NodeConfig, boot_nonce: u64) -> sinew_host::HostConfig {
     sinew_host::HostConfig {
@@ -258,23 +324,27 @@ impl Drop for Alive {
 
 /// A running node: a cheap, cloneable handle. When the last clone is dropped the node shuts
 /// down.
-///
-/// ```
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use bytes::Bytes;
-/// use sinew::{Keypair, Node, Opcode};
-///
-/// let a = Node::builder(Keypair::generate()).listen("tcp://127.0.0.1:0".parse()?).start().await?;
-/// let b = Node::builder(Keypair::generate()).start().await?;
-/// let mut inbox = a.inbox(Opcode::app(1000)?).await?;
-///
-/// let peer = b.dial(a.listen_addrs()[0].clone()).await?; // authenticated, multiplexed
-/// b.send(peer, Opcode::app(1000)?, Bytes::from_static(b"hello")).await?;
-/// let msg = inbox.next().await.unwrap();
-/// assert_eq!((msg.peer, &msg.payload[..]), (b.peer_id(), &b"hello"[..]));
-/// # Ok(()) }
-/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
-/// ```
+#[cfg_attr(
+    feature = "tcp",
+    doc = r#"
+```
+# async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+use bytes::Bytes;
+use sinew::{Keypair, Node, Opcode};
+
+let a = Node::builder(Keypair::generate()).listen("tcp://127.0.0.1:0".parse()?).start().await?;
+let b = Node::builder(Keypair::generate()).start().await?;
+let mut inbox = a.inbox(Opcode::app(1000)?).await?;
+
+let peer = b.dial(a.listen_addrs()[0].clone()).await?; // authenticated, multiplexed
+b.send(peer, Opcode::app(1000)?, Bytes::from_static(b"hello")).await?;
+let msg = inbox.next().await.unwrap();
+assert_eq!((msg.peer, &msg.payload[..]), (b.peer_id(), &b"hello"[..]));
+# Ok(()) }
+# tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+```
+"#
+)]
 #[derive(Clone)]
 pub struct Node {
     shared: Arc<Shared>,
@@ -820,7 +890,7 @@ impl<P: Commands> Handle<P> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProtocolHandle(ProtocolId);
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tcp"))]
 mod tests {
     use super::*;
 
@@ -848,5 +918,25 @@ mod tests {
         .await;
         assert!(closed.is_ok(), "the node stopped");
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port released");
+    }
+
+    /// With the default settings, two nodes connect over TCP with a security they are built
+    /// with: Noise when they have it, TLS when built without it.
+    #[tokio::test]
+    async fn default_settings_dial_with_a_security_the_node_has() {
+        let a = Node::builder(Keypair::generate())
+            .listen("tcp://127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let b = Node::builder(Keypair::generate()).start().await.unwrap();
+        assert_eq!(b.dial(a.listen_addrs()[0].clone()).await.unwrap(), a.peer_id());
+        let state = b.network_state().await.unwrap();
+        let security = state.peers.iter().find(|p| p.peer == a.peer_id()).unwrap().security;
+        if cfg!(feature = "noise") {
+            assert!(matches!(security, Some(sinew_transport::Security::Noise(_))), "{security:?}");
+        } else {
+            assert_eq!(security, Some(sinew_transport::Security::Tls));
+        }
     }
 }

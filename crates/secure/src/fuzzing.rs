@@ -1,15 +1,21 @@
 //! Harnesses for the fuzz targets in `fuzz/` (not part of the API).
 
+#[cfg(feature = "noise")]
 use std::sync::OnceLock;
 
+#[cfg(any(feature = "noise", feature = "tls"))]
 use sinew_types::Keypair;
 
+#[cfg(feature = "noise")]
 use crate::handshake::{HandshakeStep, NoiseHandshake, NoiseIdentity, message_len};
+#[cfg(feature = "noise")]
 use crate::payload::IdentityPayload;
+#[cfg(feature = "noise")]
 use crate::preamble::{PREAMBLE_LEN, Preamble};
 
 /// Decodes `data` as an identity payload; if it decodes, its encoding must be `data` again and
 /// decode to the same payload.
+#[cfg(feature = "noise")]
 pub fn handshake_payload(data: &[u8]) {
     let Ok(payload) = IdentityPayload::decode(data) else { return };
     let mut encoded = Vec::new();
@@ -30,11 +36,13 @@ pub fn refusal_record(data: &[u8]) {
 
 /// Feeds `data` to a sans-IO responder as a preamble followed by framed Noise messages
 /// (`u16` big-endian length + message), writing its replies when it is its turn. Never panics.
+#[cfg(feature = "noise")]
 pub fn responder(data: &[u8]) {
     let _ = drive_responder(data);
 }
 
 /// The responder harness; returns where the handshake stopped and how many messages it wrote.
+#[cfg(feature = "noise")]
 fn drive_responder(data: &[u8]) -> Option<(HandshakeStep, usize)> {
     static IDENTITY: OnceLock<NoiseIdentity> = OnceLock::new();
     let identity =
@@ -77,6 +85,7 @@ fn drive_responder(data: &[u8]) -> Option<(HandshakeStep, usize)> {
 
 /// Checks `data` as a TLS certificate the way both verifiers do: it never panics, and a
 /// certificate that passes names a valid identity whose own check passes again.
+#[cfg(feature = "tls")]
 pub fn tls_certificate(data: &[u8]) {
     let certificate = rustls::pki_types::CertificateDer::from(data);
     if let Ok(identity) = crate::tls::certified_identity(&certificate) {
@@ -86,12 +95,13 @@ pub fn tls_certificate(data: &[u8]) {
 }
 
 /// A valid sinew certificate, as a seed for the `tls_certificate` target.
+#[cfg(feature = "tls")]
 pub fn tls_certificate_seed() -> Vec<u8> {
     let key = Keypair::from_secret_bytes([7; 32]);
     crate::tls::TlsIdentity::new(&key, 1).map(|id| id.certificate().to_vec()).unwrap_or_default()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "noise"))]
 mod tests {
     use sinew_transport::NoiseSuite;
 

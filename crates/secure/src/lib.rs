@@ -3,7 +3,22 @@
 //!
 //! TLS lives in [`tls`] (certificate, verifiers, tokio-rustls drivers). [`upgrade_inbound_any`]
 //! and [`upgrade_outbound_any`] serve both securities: a listener tells them apart by the first
-//! bytes, a dialler picks one ([`DialSecurity`]). The rest of this page is about Noise.
+//! bytes, a dialler picks one ([`DialSecurity`]).
+//!
+//! # Cargo features
+//!
+//! | feature | adds | default |
+//! |---|---|---|
+//! | `noise` | Noise XX (snow): [`NoiseIdentity`], [`NoiseHandshake`], [`NoiseStream`], [`upgrade_outbound`], [`upgrade_inbound`] | yes |
+//! | `tls` | TLS 1.3 (rustls, tokio-rustls, rcgen, x509-parser): the [`tls`] module | yes |
+//!
+//! The preamble and its detection ([`detect`]), the refusal record and [`NoiseConfig`] are
+//! always there; [`Identities`], [`SecuredStream`] and the `_any` upgraders are there with
+//! either security. A listener refuses the security it was built without: a preamble with
+//! `NoiseNotAccepted`, a ClientHello with `TlsNotAccepted`
+//! ([`HandshakeError`](sinew_transport::HandshakeError)).
+//!
+//! The rest of this page is about Noise.
 //!
 //! A dialer sends an 8-byte preamble (which also tells a listener apart from a TLS ClientHello),
 //! then both sides run `Noise_XX` with a per-process X25519 static key. Messages 2 and 3 carry
@@ -97,77 +112,90 @@
 //! **6. Result.** [`HandshakeInfo`]: the remote's peer id and boot nonce, the suite, and the
 //! session tag, the 32-byte Noise handshake hash, identical on both sides.
 //!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use sinew_secure::{upgrade_inbound, upgrade_outbound, NoiseIdentity};
-//! use sinew_transport::NoiseSuite;
-//! use sinew_types::Keypair;
-//! use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (dialer_key, listener_key) = (Keypair::generate(), Keypair::generate());
-//! let dialer = NoiseIdentity::new(&dialer_key, 1);
-//! let listener = NoiseIdentity::new(&listener_key, 2);
-//! let (a, b) = tokio::io::duplex(64 * 1024);
-//! let timeout = Duration::from_secs(10);
-//!
-//! let expected = Some(listener_key.peer_id());
-//! let (outbound, inbound) = tokio::join!(
-//!     upgrade_outbound(a, &dialer, NoiseSuite::AesGcm, expected, timeout),
-//!     upgrade_inbound(b, &listener, timeout),
-//! );
-//! let (mut a, a_info) = outbound?;
-//! let (mut b, b_info) = inbound?;
-//! assert_eq!(a_info.peer, listener_key.peer_id());
-//! assert_eq!(b_info.peer, dialer_key.peer_id());
-//! assert_eq!((a_info.boot_nonce, b_info.boot_nonce), (2, 1));
-//! assert_eq!(a_info.session_tag, b_info.session_tag);
-//!
-//! a.write_all(b"hello").await?;
-//! a.flush().await?; // writes are buffered until a flush or a full batch
-//! let mut buf = [0u8; 5];
-//! b.read_exact(&mut buf).await?;
-//! assert_eq!(&buf, b"hello");
-//! # Ok(())
-//! # }
-//! ```
+#![cfg_attr(
+    feature = "noise",
+    doc = r#"
+# Example
+
+```
+use std::time::Duration;
+use sinew_secure::{upgrade_inbound, upgrade_outbound, NoiseIdentity};
+use sinew_transport::NoiseSuite;
+use sinew_types::Keypair;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+# #[tokio::main(flavor = "current_thread")]
+# async fn main() -> Result<(), Box<dyn std::error::Error>> {
+let (dialer_key, listener_key) = (Keypair::generate(), Keypair::generate());
+let dialer = NoiseIdentity::new(&dialer_key, 1);
+let listener = NoiseIdentity::new(&listener_key, 2);
+let (a, b) = tokio::io::duplex(64 * 1024);
+let timeout = Duration::from_secs(10);
+
+let expected = Some(listener_key.peer_id());
+let (outbound, inbound) = tokio::join!(
+    upgrade_outbound(a, &dialer, NoiseSuite::AesGcm, expected, timeout),
+    upgrade_inbound(b, &listener, timeout),
+);
+let (mut a, a_info) = outbound?;
+let (mut b, b_info) = inbound?;
+assert_eq!(a_info.peer, listener_key.peer_id());
+assert_eq!(b_info.peer, dialer_key.peer_id());
+assert_eq!((a_info.boot_nonce, b_info.boot_nonce), (2, 1));
+assert_eq!(a_info.session_tag, b_info.session_tag);
+
+a.write_all(b"hello").await?;
+a.flush().await?; // writes are buffered until a flush or a full batch
+let mut buf = [0u8; 5];
+b.read_exact(&mut buf).await?;
+assert_eq!(&buf, b"hello");
+# Ok(())
+# }
+```
+"#
+)]
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
 use sinew_transport::NoiseSuite;
 
+#[cfg(feature = "noise")]
 mod handshake;
+#[cfg(feature = "noise")]
 mod payload;
 mod preamble;
 mod refusal;
+#[cfg(any(feature = "noise", feature = "tls"))]
 mod secured;
+#[cfg(feature = "noise")]
 mod stream;
+#[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "noise")]
 mod upgrade;
 
-pub use handshake::{
-    HandshakeInfo, HandshakeStep, NoiseHandshake, NoiseIdentity, NoiseTransport, message_len,
-};
+#[cfg(feature = "noise")]
+pub use handshake::{HandshakeStep, NoiseHandshake, NoiseIdentity, NoiseTransport, message_len};
 pub use preamble::{
     Detected, MAGIC, PREAMBLE_LEN, PREAMBLE_VERSION, Preamble, Rewind, TLS_HANDSHAKE_RECORD,
     detect, detect_prefix,
 };
 pub use refusal::{REFUSAL_LEN, decode_refusal, encode_refusal, refuse_inbound};
+#[cfg(any(feature = "noise", feature = "tls"))]
 pub use secured::{
-    DialSecurity, Identities, SecuredStream, upgrade_inbound_any, upgrade_outbound_any,
+    DIALLER_MESSAGE_TIMEOUT, DialSecurity, HandshakeInfo, Identities, SecuredStream,
+    upgrade_inbound_any, upgrade_outbound_any,
 };
+#[cfg(feature = "noise")]
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
+#[cfg(feature = "tls")]
 pub use tls::{
     ALPN, CertifiedIdentity, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, TlsSetupError,
     TlsStream, certified_identity, tls_error, upgrade_inbound_tls, upgrade_outbound_tls,
 };
-pub use upgrade::{
-    DIALLER_MESSAGE_TIMEOUT, upgrade_inbound, upgrade_inbound_noise, upgrade_outbound,
-};
+#[cfg(feature = "noise")]
+pub use upgrade::{upgrade_inbound, upgrade_inbound_noise, upgrade_outbound};
 
 /// The largest Noise message: 65,535 bytes.
 pub const MAX_MESSAGE: usize = 65_535;

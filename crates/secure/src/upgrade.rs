@@ -6,9 +6,10 @@ use sinew_transport::{HandshakeError, NoiseSuite};
 use sinew_types::PeerId;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::handshake::{HandshakeInfo, HandshakeStep, NoiseHandshake, NoiseIdentity, message_len};
+use crate::handshake::{HandshakeStep, NoiseHandshake, NoiseIdentity, message_len};
 use crate::preamble::{Detected, Preamble, Rewind, detect};
 use crate::stream::NoiseStream;
+use crate::{DIALLER_MESSAGE_TIMEOUT, HandshakeInfo};
 
 /// Dials: sends the preamble and runs Noise XX as the initiator over `io`, checking the
 /// responder's identity against `expected` (if set) before message 3 is written.
@@ -57,10 +58,6 @@ where
 
 /// The most a handshake read reserves ahead of the bytes that arrived.
 const HANDSHAKE_READ: usize = 512;
-
-/// How long a listener waits for each of the dialler's messages: the preamble, Noise message 1,
-/// and message 3 from when message 2 was sent (2 s: a round trip and the dialler's checks).
-pub const DIALLER_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Continues an inbound connection after the caller's own [`detect`] found
 /// [`Detected::Noise`]: takes the preamble from `rewound`'s replay bytes and runs Noise XX as the

@@ -1,5 +1,6 @@
 //! The async handshake over real sockets and in-memory pipes: success, identity checks,
 //! tampering, detection errors, truncation and timeouts.
+#![cfg(feature = "noise")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! The allocator counts, per thread, the bytes allocated minus the bytes freed. The dialer runs
 //! on the test thread (a current-thread runtime); the listener runs on a thread of its own, so
 //! only the dialer's allocations are counted. Run with `--nocapture` to see the numbers.
+#![cfg(feature = "noise")]
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition; it only forwards to System
 
 use std::alloc::{GlobalAlloc, Layout, System};

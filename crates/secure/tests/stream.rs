@@ -1,4 +1,5 @@
 //! The encrypted stream: bulk and tiny transfers, batching, buffer release, and bad input.
+#![cfg(feature = "noise")]
 
 mod common;
 

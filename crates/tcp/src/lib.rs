@@ -12,29 +12,43 @@
 //! - An accepted socket is handed to the node as an [`Incoming`] before its handshake, so the
 //!   node can refuse it (connection limits) without spending a handshake on it.
 //!
-//! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use sinew_secure::NoiseIdentity;
-//! use sinew_tcp::{TcpConfig, TcpTransport};
-//! use sinew_transport::Transport as _;
-//! use sinew_types::Keypair;
+//! Features `noise` and `tls` (both default; at least one is needed) choose the securities it
+//! is built with. Without `noise` a listener refuses a Noise preamble (`NoiseNotAccepted`) and a
+//! dialler uses TLS by default; without `tls` a listener refuses TLS.
 //!
-//! let (server_key, client_key) = (Keypair::generate(), Keypair::generate());
-//! let server = TcpTransport::new(Arc::new(NoiseIdentity::new(&server_key, 1)), TcpConfig::default());
-//! let client = TcpTransport::new(Arc::new(NoiseIdentity::new(&client_key, 2)), TcpConfig::default());
-//! let mut listener = server.listen("tcp://127.0.0.1:0".parse()?).await?;
-//! let addr = listener.local_addr().with_peer(server_key.peer_id());
-//! let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade().await });
-//! let outbound = client.dial(addr).await?;
-//! let inbound = accept.await??;
-//! assert_eq!(outbound.info.peer, server_key.peer_id());
-//! assert_eq!(inbound.info.peer, client_key.peer_id());
-//! assert_eq!(inbound.info.session_tag, outbound.info.session_tag);
-//! # Ok(()) }
-//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
-//! ```
+#![cfg_attr(
+    feature = "noise",
+    doc = r#"
+```
+# async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+use std::sync::Arc;
+use sinew_secure::NoiseIdentity;
+use sinew_tcp::{TcpConfig, TcpTransport};
+use sinew_transport::Transport as _;
+use sinew_types::Keypair;
+
+let (server_key, client_key) = (Keypair::generate(), Keypair::generate());
+let server = TcpTransport::new(Arc::new(NoiseIdentity::new(&server_key, 1)), TcpConfig::default());
+let client = TcpTransport::new(Arc::new(NoiseIdentity::new(&client_key, 2)), TcpConfig::default());
+let mut listener = server.listen("tcp://127.0.0.1:0".parse()?).await?;
+let addr = listener.local_addr().with_peer(server_key.peer_id());
+let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade().await });
+let outbound = client.dial(addr).await?;
+let inbound = accept.await??;
+assert_eq!(outbound.info.peer, server_key.peer_id());
+assert_eq!(inbound.info.peer, client_key.peer_id());
+assert_eq!(inbound.info.session_tag, outbound.info.session_tag);
+# Ok(()) }
+# tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+```
+"#
+)]
 #![deny(unsafe_code)] // one setsockopt call, see `set_notsent_lowat`
+
+#[cfg(not(any(feature = "noise", feature = "tls")))]
+compile_error!(
+    "sinew-tcp needs a security: turn on its feature `noise`, `tls` or both (the defaults)"
+);
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,7 +56,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sinew_mux::YamuxConfig;
-use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig, NoiseIdentity};
+#[cfg(feature = "noise")]
+use sinew_secure::NoiseIdentity;
+use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig};
 use sinew_transport::resolve::{canonical, connect_tcp, resolve_listen};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, Incoming, ListenError, Listener,
@@ -68,7 +84,8 @@ pub struct TcpConfig {
     /// first. `None` leaves the system default (unlimited).
     pub notsent_lowat: Option<u32>,
     /// Dial with TLS 1.3 instead of Noise (false: Noise with `noise.suite`). The handshake
-    /// timeout is `noise.handshake_timeout` either way.
+    /// timeout is `noise.handshake_timeout` either way. False by default; true when built
+    /// without the `noise` feature.
     pub dial_tls: bool,
 }
 
@@ -87,7 +104,7 @@ impl Default for TcpConfig {
             mux: YamuxConfig::default(),
             backlog: 1024,
             notsent_lowat: Some(128 * 1024),
-            dial_tls: false,
+            dial_tls: !cfg!(feature = "noise"),
         }
     }
 }
@@ -101,11 +118,12 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// A transport authenticating as `identity`, with Noise only.
+    #[cfg(feature = "noise")]
     pub fn new(identity: Arc<NoiseIdentity>, config: TcpConfig) -> Self {
         Self::with_identities(Identities::noise(identity), config)
     }
 
-    /// A transport authenticating with Noise and, if `identities` has one, TLS.
+    /// A transport authenticating with the securities `identities` has identities for.
     pub fn with_identities(identities: Identities, config: TcpConfig) -> Self {
         Self { identities, config: Arc::new(config) }
     }

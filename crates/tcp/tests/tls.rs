@@ -1,5 +1,6 @@
 //! TCP with TLS 1.3: one listener serves Noise and TLS diallers, tells them apart by the first
 //! byte, and refuses TLS when it has no TLS identity.
+#![cfg(all(feature = "noise", feature = "tls"))]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn transport(key: &Keypair, nonce: u64, tls: bool, dial_tls: bool) -> TcpTransport {
     let identities = Identities {
-        noise: Arc::new(NoiseIdentity::new(key, nonce)),
+        noise: Some(Arc::new(NoiseIdentity::new(key, nonce))),
         tls: tls.then(|| Arc::new(TlsIdentity::new(key, nonce).unwrap())),
     };
     TcpTransport::with_identities(identities, TcpConfig { dial_tls, ..TcpConfig::default() })

@@ -23,9 +23,16 @@ pub enum HandshakeError {
     /// The preamble names a Noise suite we do not know.
     #[error("unknown Noise suite id {0}")]
     UnknownSuite(u8),
-    /// The remote started a TLS handshake and this listener has no TLS configured.
+    /// The remote started a TLS handshake and this listener has no TLS configured (built
+    /// without `sinew-secure`'s `tls` feature, or given no TLS identity); for a dialler, TLS was
+    /// asked for and this endpoint has no TLS identity.
     #[error("the remote speaks TLS, which this endpoint does not accept")]
     TlsNotAccepted,
+    /// The remote sent sinew's Noise preamble and this listener has no Noise configured (built
+    /// without `sinew-secure`'s `noise` feature, or given no Noise identity); for a dialler,
+    /// Noise was asked for and this endpoint cannot run it.
+    #[error("the remote speaks Noise, which this endpoint does not accept")]
+    NoiseNotAccepted,
     /// The handshake payload (identity key and signature) is malformed.
     #[error("malformed handshake payload: {0}")]
     MalformedPayload(&'static str),

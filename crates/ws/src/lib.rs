@@ -20,31 +20,46 @@
 //!   address and the remote one the address dialled (its host may be a DNS name, which `wss`
 //!   needs for the certificate check), without the peer id.
 //!
-//! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use sinew_secure::NoiseIdentity;
-//! use sinew_transport::Transport as _;
-//! use sinew_types::Keypair;
-//! use sinew_ws::{WsConfig, WsTransport};
+//! Features `noise` and `tls` (both default; at least one is needed) choose the securities run
+//! inside the WebSocket. Without `noise` a listener refuses a Noise preamble
+//! (`NoiseNotAccepted`) and a dialler uses TLS by default; without `tls` a listener refuses TLS.
+//! wss is there either way.
 //!
-//! let (server_key, client_key) = (Keypair::generate(), Keypair::generate());
-//! let server = WsTransport::new(Arc::new(NoiseIdentity::new(&server_key, 1)), WsConfig::default());
-//! let client = WsTransport::new(Arc::new(NoiseIdentity::new(&client_key, 2)), WsConfig::default());
-//! let mut listener = server.listen("ws://127.0.0.1:0/sinew".parse()?).await?;
-//! let addr = listener.local_addr().with_peer(server_key.peer_id());
-//! assert_eq!(addr.path(), Some("/sinew"));
-//! let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade().await });
-//! let outbound = client.dial(addr).await?;
-//! let inbound = accept.await??;
-//! assert_eq!(outbound.info.peer, server_key.peer_id());
-//! assert_eq!(inbound.info.peer, client_key.peer_id());
-//! assert_eq!(inbound.info.session_tag, outbound.info.session_tag);
-//! assert_eq!(inbound.info.local_addr.path(), Some("/sinew"));
-//! # Ok(()) }
-//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
-//! ```
+#![cfg_attr(
+    feature = "noise",
+    doc = r#"
+```
+# async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+use std::sync::Arc;
+use sinew_secure::NoiseIdentity;
+use sinew_transport::Transport as _;
+use sinew_types::Keypair;
+use sinew_ws::{WsConfig, WsTransport};
+
+let (server_key, client_key) = (Keypair::generate(), Keypair::generate());
+let server = WsTransport::new(Arc::new(NoiseIdentity::new(&server_key, 1)), WsConfig::default());
+let client = WsTransport::new(Arc::new(NoiseIdentity::new(&client_key, 2)), WsConfig::default());
+let mut listener = server.listen("ws://127.0.0.1:0/sinew".parse()?).await?;
+let addr = listener.local_addr().with_peer(server_key.peer_id());
+assert_eq!(addr.path(), Some("/sinew"));
+let accept = tokio::spawn(async move { listener.accept().await.unwrap().upgrade().await });
+let outbound = client.dial(addr).await?;
+let inbound = accept.await??;
+assert_eq!(outbound.info.peer, server_key.peer_id());
+assert_eq!(inbound.info.peer, client_key.peer_id());
+assert_eq!(inbound.info.session_tag, outbound.info.session_tag);
+assert_eq!(inbound.info.local_addr.path(), Some("/sinew"));
+# Ok(()) }
+# tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+```
+"#
+)]
 #![forbid(unsafe_code)]
+
+#[cfg(not(any(feature = "noise", feature = "tls")))]
+compile_error!(
+    "sinew-ws needs a security: turn on its feature `noise`, `tls` or both (the defaults)"
+);
 
 mod stream;
 mod tls;

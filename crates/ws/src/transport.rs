@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use sinew_mux::YamuxConfig;
-use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig, NoiseIdentity};
+#[cfg(feature = "noise")]
+use sinew_secure::NoiseIdentity;
+use sinew_secure::{DialSecurity, HandshakeInfo, Identities, NoiseConfig};
 use sinew_transport::resolve::{canonical, connect_tcp, resolve_listen};
 use sinew_transport::{
     BoxFuture, Connection, ConnectionInfo, DialError, Direction, HandshakeError, Incoming,
@@ -45,7 +47,8 @@ pub struct WsConfig {
     pub noise: NoiseConfig,
     /// Dial with TLS 1.3 (inside the WebSocket) instead of Noise (false: Noise with
     /// `noise.suite`). A listener accepts both (TLS only with a TLS identity, see
-    /// [`WsTransport::with_identities`]).
+    /// [`WsTransport::with_identities`]). False by default; true when built without the
+    /// `noise` feature.
     pub dial_tls: bool,
     /// yamux settings.
     pub mux: YamuxConfig,
@@ -72,7 +75,7 @@ impl Default for WsConfig {
         Self {
             dial_timeout: Duration::from_secs(10),
             noise: NoiseConfig::default(),
-            dial_tls: false,
+            dial_tls: !cfg!(feature = "noise"),
             mux: YamuxConfig::default(),
             backlog: 1024,
             stream: WsStreamConfig::default(),
@@ -91,11 +94,12 @@ pub struct WsTransport {
 
 impl WsTransport {
     /// A transport authenticating with the Noise `identity`.
+    #[cfg(feature = "noise")]
     pub fn new(identity: Arc<NoiseIdentity>, config: WsConfig) -> Self {
         Self::with_identities(Identities::noise(identity), config)
     }
 
-    /// A transport authenticating with `identities` (Noise, and TLS if set).
+    /// A transport authenticating with the securities `identities` has identities for.
     pub fn with_identities(identities: Identities, config: WsConfig) -> Self {
         Self { identities, config: Arc::new(config) }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sinew_transport::{HandshakeError, NoiseSuite, Security};
 use sinew_types::{Keypair, PeerId, SigningDomain};
 
+use crate::HandshakeInfo;
 use crate::payload::IdentityPayload;
 use crate::preamble::Preamble;
 use crate::stream::NoiseError;
@@ -85,20 +86,6 @@ impl fmt::Debug for NoiseIdentity {
             .field("boot_nonce", &self.inner.boot_nonce)
             .finish_non_exhaustive()
     }
-}
-
-/// What a finished handshake established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandshakeInfo {
-    /// The identity the remote proved.
-    pub peer: PeerId,
-    /// The remote process's boot nonce.
-    pub boot_nonce: u64,
-    /// A value identical on both sides and known to nobody else: the Noise handshake hash, or
-    /// 32 bytes of the TLS exporter.
-    pub session_tag: [u8; 32],
-    /// The security protocol (and for Noise the suite) the handshake used.
-    pub security: Security,
 }
 
 /// What a [`NoiseHandshake`] needs next.

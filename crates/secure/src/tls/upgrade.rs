@@ -11,9 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::certificate::verified_identity;
 use super::verifier::io_error;
 use super::{ALPN, SERVER_NAME, SESSION_TAG_LABEL, TlsIdentity};
-use crate::handshake::HandshakeInfo;
 use crate::preamble::Rewind;
-use crate::upgrade::DIALLER_MESSAGE_TIMEOUT;
+use crate::{DIALLER_MESSAGE_TIMEOUT, HandshakeInfo};
 
 /// A TLS stream: the dialler's (client) or the listener's (server) side.
 pub type TlsStream<S> = tokio_rustls::TlsStream<S>;
