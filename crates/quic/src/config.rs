@@ -6,7 +6,7 @@ use std::time::Duration;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use sinew_transport::StreamLimits;
 
-use crate::muxer::quinn_stream_limit;
+use crate::muxer::initial_stream_credit;
 
 const MIB: u32 = 1024 * 1024;
 
@@ -31,7 +31,8 @@ pub struct QuicConfig {
     pub handshake_timeout: Duration,
     /// Streams open at once per direction, enforced by
     /// [`MuxedConnection`](sinew_transport::MuxedConnection). quinn's own limit is set above it
-    /// ([`quinn_stream_limit`](crate::quinn_stream_limit)). Default 64 each way.
+    /// ([`quinn_stream_limit`](crate::quinn_stream_limit)), which it reaches as streams are
+    /// used ([`initial_stream_credit`](crate::initial_stream_credit)). Default 64 each way.
     pub limits: StreamLimits,
     /// QUIC's idle timeout: a connection on which nothing at all arrives for this long is
     /// dropped. A liveness bound above the node's keepalive (its pings keep a healthy
@@ -97,7 +98,7 @@ impl QuicConfig {
     pub fn transport_config(&self) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
         transport
-            .max_concurrent_bidi_streams(VarInt::from_u32(quinn_stream_limit(self.limits)))
+            .max_concurrent_bidi_streams(VarInt::from_u32(initial_stream_credit(self.limits)))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .max_idle_timeout(Some(
                 IdleTimeout::try_from(self.max_idle_timeout)

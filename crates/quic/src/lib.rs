@@ -42,7 +42,10 @@
 //!   is sent before theirs;
 //! - the stream limits are sinew's ([`QuicConfig::limits`], enforced by `MuxedConnection`);
 //!   quinn lets the remote open [`STREAM_SLACK`] more ([`quinn_stream_limit`]), so its limit
-//!   only makes an opener wait and sinew's is the one that resets and counts.
+//!   only makes an opener wait and sinew's is the one that resets and counts. quinn's credit
+//!   starts lower, at [`INITIAL_STREAM_CREDIT`] streams at once, and grows as inbound streams
+//!   are held open: quinn keeps state for every stream the remote may open, so an idle
+//!   connection with the full credit would hold 4 KiB more.
 //!
 //! Closing a connection ([`CLOSE_CODE`]) is QUIC's immediate close: data not yet acknowledged
 //! is abandoned (finish streams first to deliver it), and the remote's streams end with
@@ -115,6 +118,9 @@ mod stream;
 mod transport;
 
 pub use config::QuicConfig;
-pub use muxer::{CLOSE_CODE, STREAM_SLACK, muxed, quinn_stream_limit};
+pub use muxer::{
+    CLOSE_CODE, INITIAL_STREAM_CREDIT, STREAM_CREDIT_HEADROOM, STREAM_CREDIT_STEP, STREAM_SLACK,
+    initial_stream_credit, muxed, quinn_stream_limit,
+};
 pub use stream::{RESET_CODE, STOP_CODE};
 pub use transport::{QuicTransport, SocketBuffers};

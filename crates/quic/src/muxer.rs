@@ -1,6 +1,7 @@
 //! sinew's [`Muxer`] over a quinn [`Connection`]: QUIC's own streams.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::{Connection, VarInt};
@@ -34,11 +35,80 @@ pub fn quinn_stream_limit(limits: StreamLimits) -> u32 {
     u32::try_from(limits.inbound).unwrap_or(u32::MAX).saturating_add(STREAM_SLACK)
 }
 
+/// The stream credit a connection starts with: how many bidirectional streams the remote may
+/// open at once before [`muxed`] raises it (see [`StreamCredit`]).
+pub const INITIAL_STREAM_CREDIT: u32 = 24;
+
+/// The credit is raised when fewer than this many streams remain between the inbound streams
+/// held open and the credit granted.
+pub const STREAM_CREDIT_HEADROOM: u32 = 8;
+
+/// How much each raise adds to the credit (up to [`quinn_stream_limit`]).
+pub const STREAM_CREDIT_STEP: u32 = 16;
+
+/// The bidirectional stream credit a connection's transport configuration starts with:
+/// [`INITIAL_STREAM_CREDIT`], or [`quinn_stream_limit`] if that is lower.
+///
+/// quinn keeps a map entry per stream the remote may open, made when the credit is granted:
+/// with the full 80 streams of the default limits, 5.3 KiB per idle connection endpoint
+/// (two 128-bucket maps); with 24, 1.4 KiB. The credit grows with use instead.
+///
+/// ```
+/// use sinew_transport::StreamLimits;
+/// assert_eq!(sinew_quic::initial_stream_credit(StreamLimits::default()), 24);
+/// assert_eq!(sinew_quic::initial_stream_credit(StreamLimits { inbound: 2, outbound: 2 }), 18);
+/// ```
+pub fn initial_stream_credit(limits: StreamLimits) -> u32 {
+    INITIAL_STREAM_CREDIT.min(quinn_stream_limit(limits))
+}
+
+/// quinn's stream credit for the remote on one connection, raised as inbound streams are held
+/// open: when the streams accepted and not yet dropped come within [`STREAM_CREDIT_HEADROOM`]
+/// of the credit, it grows by [`STREAM_CREDIT_STEP`], up to [`quinn_stream_limit`]. It never
+/// shrinks (nor do quinn's maps). A remote opening more at once than the headroom waits one
+/// round trip for the new credit (QUIC flow control: its `open` waits, nothing fails).
+#[derive(Debug)]
+pub(crate) struct StreamCredit {
+    /// Inbound streams accepted and not yet dropped.
+    open: AtomicUsize,
+    /// The credit granted so far.
+    granted: Mutex<u32>,
+    /// The most it may grow to.
+    max: u32,
+}
+
+impl StreamCredit {
+    fn new(limits: StreamLimits) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            granted: Mutex::new(initial_stream_credit(limits)),
+            max: quinn_stream_limit(limits),
+        }
+    }
+
+    /// One more inbound stream is held: raises the credit if it is running out.
+    fn accepted(&self, connection: &Connection) {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        let open = u32::try_from(open).unwrap_or(u32::MAX);
+        let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        if open.saturating_add(STREAM_CREDIT_HEADROOM) > *granted && *granted < self.max {
+            *granted = granted.saturating_add(STREAM_CREDIT_STEP).min(self.max);
+            connection.set_max_concurrent_bi_streams(VarInt::from_u32(*granted));
+        }
+    }
+
+    /// An inbound stream was dropped.
+    pub(crate) fn released(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Wraps an established quinn connection as a [`MuxedConnection`] enforcing `limits`.
 ///
-/// The connection's transport configuration should allow at least
-/// [`quinn_stream_limit`]`(limits)` concurrent bidirectional streams (the transport's
-/// [`QuicConfig`](crate::QuicConfig) does).
+/// The connection's transport configuration should start the remote's bidirectional stream
+/// credit at [`initial_stream_credit`]`(limits)` (the transport's
+/// [`QuicConfig`](crate::QuicConfig) does); it is raised as streams are used, up to
+/// [`quinn_stream_limit`]`(limits)`.
 ///
 /// [`MuxedConnection::close`] first waits, up to `close_timeout`, for what finished streams
 /// still have in flight to be acknowledged (QUIC's close discards unsent data, where yamux
@@ -53,7 +123,8 @@ pub fn muxed(
     close_timeout: Duration,
 ) -> MuxedConnection {
     let in_flight = Arc::new(InFlight::default());
-    MuxedConnection::new(QuicMuxer { connection, close_timeout, in_flight }, limits)
+    let credit = Arc::new(StreamCredit::new(limits));
+    MuxedConnection::new(QuicMuxer { connection, close_timeout, in_flight, credit }, limits)
 }
 
 /// The [`Muxer`] over one quinn connection.
@@ -62,6 +133,8 @@ struct QuicMuxer {
     close_timeout: Duration,
     /// Finished streams whose data is not acknowledged yet.
     in_flight: Arc<InFlight>,
+    /// The remote's stream credit.
+    credit: Arc<StreamCredit>,
 }
 
 impl Muxer for QuicMuxer {
@@ -72,15 +145,17 @@ impl Muxer for QuicMuxer {
             let (send, recv) =
                 self.connection.open_bi().await.map_err(|_| StreamError::ConnectionClosed)?;
             let in_flight = Arc::clone(&self.in_flight);
-            Ok(Box::new(QuicStream::new(send, recv, in_flight)) as Box<dyn StreamIo>)
+            Ok(Box::new(QuicStream::new(send, recv, in_flight, None)) as Box<dyn StreamIo>)
         })
     }
 
     fn accept(&self) -> BoxFuture<'_, Option<Box<dyn StreamIo>>> {
         Box::pin(async move {
             let (send, recv) = self.connection.accept_bi().await.ok()?;
+            self.credit.accepted(&self.connection);
             let in_flight = Arc::clone(&self.in_flight);
-            Some(Box::new(QuicStream::new(send, recv, in_flight)) as Box<dyn StreamIo>)
+            let credit = Some(Arc::clone(&self.credit));
+            Some(Box::new(QuicStream::new(send, recv, in_flight, credit)) as Box<dyn StreamIo>)
         })
     }
 

@@ -11,6 +11,8 @@ use quinn::{ReadError, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::muxer::StreamCredit;
+
 /// The QUIC application error code of `RESET_STREAM` when a stream is dropped without being
 /// finished (the sending half is abandoned). The remote's reads fail with
 /// [`io::ErrorKind::ConnectionReset`].
@@ -43,11 +45,18 @@ pub(crate) struct QuicStream {
     finished: bool,
     /// The connection's count of finished streams still in flight.
     in_flight: Arc<InFlight>,
+    /// For an inbound stream, the remote's stream credit, told when the stream is dropped.
+    credit: Option<Arc<StreamCredit>>,
 }
 
 impl QuicStream {
-    pub(crate) fn new(send: SendStream, recv: RecvStream, in_flight: Arc<InFlight>) -> Self {
-        Self { send, recv, finished: false, in_flight }
+    pub(crate) fn new(
+        send: SendStream,
+        recv: RecvStream,
+        in_flight: Arc<InFlight>,
+        credit: Option<Arc<StreamCredit>>,
+    ) -> Self {
+        Self { send, recv, finished: false, in_flight, credit }
     }
 }
 
@@ -151,5 +160,8 @@ impl Drop for QuicStream {
             let _ = self.send.reset(VarInt::from_u32(RESET_CODE));
         }
         let _ = self.recv.stop(VarInt::from_u32(STOP_CODE));
+        if let Some(credit) = &self.credit {
+            credit.released();
+        }
     }
 }

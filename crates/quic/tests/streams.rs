@@ -311,3 +311,43 @@ async fn priority_echoes_stay_fast_while_a_bulk_stream_runs_at_full_speed() {
     eprintln!("{echoes} priority echoes during 64 MiB of bulk, worst round trip {worst:?}");
     assert!(worst < Duration::from_secs(1), "worst echo {worst:?}");
 }
+
+#[tokio::test]
+async fn stream_credit_grows_to_sinews_limit_as_streams_are_held() {
+    // quinn's credit starts at 24 streams at once; a remote holding all 64 of sinew's inbound
+    // limit open gets them (the credit is raised as they are accepted), and the 65th is
+    // refused by sinew's limit, not left waiting on quinn's.
+    let limits = StreamLimits::default();
+    assert!(sinew_quic::INITIAL_STREAM_CREDIT < limits.inbound as u32);
+    let config =
+        QuicConfig { limits: StreamLimits { outbound: 65, ..limits }, ..QuicConfig::default() };
+    let (out, inc, _, _) = connected(config).await;
+    let opener = tokio::spawn(async move {
+        let mut opened = Vec::new();
+        for i in 0..65u8 {
+            let mut s = within(out.muxer.open_stream()).await.unwrap();
+            s.write_all(&[i]).await.unwrap();
+            opened.push(s);
+        }
+        (out, opened)
+    });
+    let mut accepted = Vec::new();
+    for _ in 0..limits.inbound {
+        let mut s = within(inc.muxer.accept_stream()).await.unwrap();
+        let mut one = [0u8; 1];
+        within(s.read_exact(&mut one)).await.unwrap();
+        accepted.push(one[0]);
+        std::mem::forget(s); // held open until the test ends
+    }
+    let (_out, mut opened) = within(opener).await.unwrap();
+    // Streams arrive in the order they were opened.
+    assert_eq!(accepted, (0..64u8).collect::<Vec<_>>());
+    // The 65th is over sinew's limit: accept resets it and goes on waiting.
+    let waiting = tokio::time::timeout(Duration::from_millis(300), inc.muxer.accept_stream());
+    assert!(waiting.await.is_err());
+    let mut last = opened.pop().unwrap();
+    let mut rest = Vec::new();
+    let err = within(last.read_to_end(&mut rest)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(inc.muxer.refused_inbound(), 1);
+}
