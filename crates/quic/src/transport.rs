@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, Endpoint, EndpointConfig, TokioRuntime, VarInt};
 use rustls::pki_types::CertificateDer;
-use sinew_secure::{
-    DIALLER_MESSAGE_TIMEOUT, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, certified_identity,
-};
+use sinew_secure::tls::verified_identity;
+use sinew_secure::{DIALLER_MESSAGE_TIMEOUT, SESSION_TAG_LABEL, TlsIdentity, Verdict};
 use sinew_transport::resolve::{canonical, no_addresses, resolve_dial, resolve_listen};
 use sinew_transport::{
     BoxFuture, CertificateError, Connection, ConnectionInfo, DialError, Direction, HandshakeError,
@@ -40,6 +39,7 @@ const CONNECTION_REFUSED: u64 = 0x2;
 /// The QUIC error codes of TLS alerts (`0x100 + alert`, RFC 9001 section 4.8).
 const CRYPTO_ERROR_BASE: u64 = 0x100;
 const ALERT_PROTOCOL_VERSION: u64 = 70;
+const ALERT_CERTIFICATE_REQUIRED: u64 = 116;
 const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;
 
 /// The QUIC transport: `quic://host:port` addresses, TLS 1.3 bound to the node's identity
@@ -109,8 +109,17 @@ impl QuicTransport {
     }
 
     fn server_config(&self) -> Result<quinn::ServerConfig, io::Error> {
-        let crypto = QuicServerConfig::try_from(self.inner.identity.server_config())
-            .map_err(io::Error::other)?;
+        self.quinn_server_config(self.inner.identity.server_config())
+    }
+
+    /// quinn's server configuration around a rustls one: the transport settings, and the
+    /// bounds on connection attempts not yet accepted (which only the endpoint's own
+    /// configuration sets).
+    fn quinn_server_config(
+        &self,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<quinn::ServerConfig, io::Error> {
+        let crypto = QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::clone(&self.inner.transport_config));
         // quinn's queue of connection attempts not yet accepted or refused: bounded near the
@@ -252,8 +261,9 @@ fn local_socket(connection: &quinn::Connection, endpoint: &Endpoint) -> io::Resu
     })
 }
 
-/// What the handshake established, checked once more here: the remote's certificate (which the
-/// verifiers already accepted) names the identity, the exporter gives the session tag.
+/// What the handshake established: the remote's certificate (which our verifier accepted in
+/// this handshake, so its signatures are not verified again) names the identity, checked once
+/// more against ours and the expected one; the exporter gives the session tag.
 fn connection_info(
     connection: &quinn::Connection,
     direction: Direction,
@@ -273,7 +283,7 @@ fn connection_info(
     let [certificate] = certificates.as_slice() else {
         return Err(not_one());
     };
-    let identity = certified_identity(certificate).map_err(fail)?;
+    let identity = verified_identity(certificate).map_err(fail)?;
     if identity.peer == local_peer {
         return Err(fail(HandshakeError::SelfConnection));
     }
@@ -317,18 +327,25 @@ fn handshake_error(error: ConnectionError) -> HandshakeError {
         Some(code) if code == CRYPTO_ERROR_BASE + ALERT_NO_APPLICATION_PROTOCOL => {
             HandshakeError::Alpn
         }
+        // rustls, as a listener, when the dialler sent no certificate.
+        Some(code) if code == CRYPTO_ERROR_BASE + ALERT_CERTIFICATE_REQUIRED => {
+            HandshakeError::Certificate(CertificateError::NotOneCertificate)
+        }
         // NO_ERROR (0) is a plain close; anything else failed the handshake.
         Some(code) if code != 0 => HandshakeError::Tls(error.to_string()),
         _ => HandshakeError::Io(io::Error::new(io::ErrorKind::ConnectionAborted, error)),
     }
 }
 
-/// A failed dial: our verifier's typed reason if it refused the server, else the handshake's.
-fn dial_error(error: ConnectionError, verdict: &ServerVerdict) -> DialError {
-    match verdict.take() {
-        Some(reason) => DialError::Handshake(reason),
-        None => DialError::Handshake(handshake_error(error)),
-    }
+/// A failed handshake: our verifier's typed reason if it refused the remote's certificate,
+/// else what quinn reported.
+fn checked_error(error: ConnectionError, verdict: &Verdict) -> HandshakeError {
+    verdict.take().unwrap_or_else(|| handshake_error(error))
+}
+
+/// A failed dial (see [`checked_error`]).
+fn dial_error(error: ConnectionError, verdict: &Verdict) -> DialError {
+    DialError::Handshake(checked_error(error, verdict))
 }
 
 impl Transport for QuicTransport {
@@ -482,8 +499,21 @@ impl PendingConnection for PendingQuic {
         Box::pin(async move {
             let _slot = slot;
             let config = &transport.inner.config;
+            // A configuration of its own, so that our verifier's reason for refusing the
+            // dialler's certificate reaches us typed (quinn passes rustls's error on as text).
+            let (tls, verdict) = transport
+                .inner
+                .identity
+                .server_config_with_verdict()
+                .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            let server = transport
+                .quinn_server_config(tls)
+                .map_err(|e| HandshakeError::Tls(e.to_string()))?;
             let handshake = async {
-                incoming.accept().map_err(handshake_error)?.await.map_err(handshake_error)
+                let connecting = incoming
+                    .accept_with(Arc::new(server))
+                    .map_err(|e| checked_error(e, &verdict))?;
+                connecting.await.map_err(|e| checked_error(e, &verdict))
             };
             // The dialler sends two flights (its Initial, then its certificate and Finished),
             // each due at once: bounded as TLS over TCP is.

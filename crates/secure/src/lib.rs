@@ -191,8 +191,8 @@ pub use secured::{
 pub use stream::{NoiseError, NoiseStream, READ_CHUNK, WRITE_BATCH};
 #[cfg(feature = "tls")]
 pub use tls::{
-    ALPN, CertifiedIdentity, SESSION_TAG_LABEL, ServerVerdict, TlsIdentity, TlsSetupError,
-    TlsStream, certified_identity, tls_error, upgrade_inbound_tls, upgrade_outbound_tls,
+    ALPN, CertifiedIdentity, SESSION_TAG_LABEL, TlsIdentity, TlsSetupError, TlsStream, Verdict,
+    certified_identity, tls_error, upgrade_inbound_tls, upgrade_outbound_tls,
 };
 #[cfg(feature = "noise")]
 pub use upgrade::{upgrade_inbound, upgrade_inbound_noise, upgrade_outbound};

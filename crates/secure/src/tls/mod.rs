@@ -65,14 +65,15 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use sinew_types::{Keypair, PeerId};
 
 pub use certificate::{
     CertifiedIdentity, EXTENSION_OID, EXTENSION_PAYLOAD_LEN, EXTENSION_VERSION, SERVER_NAME,
-    certified_identity,
+    certified_identity, verified_identity,
 };
 pub use upgrade::{TlsStream, upgrade_inbound_tls, upgrade_outbound_tls};
-pub use verifier::{ServerVerdict, tls_error};
+pub use verifier::{Verdict, tls_error};
 
 /// The application protocol both sides must agree on.
 pub const ALPN: &[u8] = b"sinew/1";
@@ -119,6 +120,8 @@ pub struct TlsIdentity {
     boot_nonce: u64,
     certificate: certificate::IdentityCertificate,
     provider: Arc<CryptoProvider>,
+    /// The certificate with its parsed signing key.
+    certified: Arc<CertifiedKey>,
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -136,25 +139,16 @@ impl TlsIdentity {
     pub fn new(keypair: &Keypair, boot_nonce: u64) -> Result<Self, TlsSetupError> {
         let certificate = certificate::make_certificate(keypair, boot_nonce)?;
         let provider = provider();
-        let verifier = Arc::new(verifier::ClientVerifier {
-            local: keypair.peer_id(),
-            provider: Arc::clone(&provider),
-        });
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![certificate.certificate.clone()], certificate.key())?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
-        // No resumption: every connection proves its identity afresh.
-        server.send_tls13_tickets = 0;
-        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        Ok(Self {
-            peer: keypair.peer_id(),
-            boot_nonce,
-            certificate,
-            provider,
-            server: Arc::new(server),
-        })
+        // The certificate and its parsed signing key, made once and shared by every
+        // configuration (parsing the key costs a scalar multiplication).
+        let certified = Arc::new(CertifiedKey::from_der(
+            vec![certificate.certificate.clone()],
+            certificate.key(),
+            &provider,
+        )?);
+        let peer = keypair.peer_id();
+        let server = server_config(peer, &provider, &certified, None)?;
+        Ok(Self { peer, boot_nonce, certificate, provider, certified, server })
     }
 
     /// The identity the certificate proves.
@@ -180,18 +174,31 @@ impl TlsIdentity {
     }
 
     /// The listener's configuration: TLS 1.3, ALPN `sinew/1`, a client certificate required and
-    /// verified, no session resumption.
+    /// verified, no session resumption. Shared by every connection; a refusal's reason reaches
+    /// the caller inside rustls's error ([`tls_error`]).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         Arc::clone(&self.server)
     }
 
+    /// The listener's configuration for one connection, and the verdict its verifier leaves
+    /// when it refuses the client's certificate: for transports that pass rustls's error on as
+    /// text (QUIC). Cheap: the certificate and key are shared.
+    pub fn server_config_with_verdict(
+        &self,
+    ) -> Result<(Arc<rustls::ServerConfig>, Verdict), TlsSetupError> {
+        let verdict = Verdict::default();
+        let config =
+            server_config(self.peer, &self.provider, &self.certified, Some(verdict.clone()))?;
+        Ok((config, verdict))
+    }
+
     /// A dialler's configuration for one dial, expecting `expected` if given, and the verdict
-    /// its verifier leaves when it refuses the server (see [`ServerVerdict`]).
+    /// its verifier leaves when it refuses the server (see [`Verdict`]).
     pub fn client_config(
         &self,
         expected: Option<PeerId>,
-    ) -> Result<(Arc<rustls::ClientConfig>, ServerVerdict), TlsSetupError> {
-        let verdict = ServerVerdict::default();
+    ) -> Result<(Arc<rustls::ClientConfig>, Verdict), TlsSetupError> {
+        let verdict = Verdict::default();
         let verifier = Arc::new(verifier::ServerVerifier {
             local: self.peer,
             expected,
@@ -202,14 +209,34 @@ impl TlsIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(
-                vec![self.certificate.certificate.clone()],
-                self.certificate.key(),
-            )?;
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(
+                &self.certified,
+            ))));
         client.alpn_protocols = vec![ALPN.to_vec()];
         client.resumption = rustls::client::Resumption::disabled();
         Ok((Arc::new(client), verdict))
     }
+}
+
+/// A listener's configuration for `local`, whose verifier records its refusals in `verdict` if
+/// set.
+fn server_config(
+    local: PeerId,
+    provider: &Arc<CryptoProvider>,
+    certified: &Arc<CertifiedKey>,
+    verdict: Option<Verdict>,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let verifier =
+        Arc::new(verifier::ClientVerifier { local, provider: Arc::clone(provider), verdict });
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(certified))));
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    // No resumption: every connection proves its identity afresh.
+    server.send_tls13_tickets = 0;
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(Arc::new(server))
 }
 
 #[cfg(test)]

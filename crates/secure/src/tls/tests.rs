@@ -187,7 +187,7 @@ async fn a_client_without_a_certificate_is_refused() {
     let verifier = Arc::new(verifier::ServerVerifier {
         local: Keypair::generate().peer_id(),
         expected: None,
-        verdict: ServerVerdict::default(),
+        verdict: Verdict::default(),
         provider: provider(),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider())

@@ -92,13 +92,14 @@ fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
     Err(rustls::Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired))
 }
 
-/// What a dialler's verifier concluded about the server: the typed reason it refused it, if it
-/// did. rustls reports a refusal as an alert; this keeps the reason for the dialler's error.
+/// What a verifier concluded about the remote's certificate in one handshake: the typed reason
+/// it refused it, if it did. rustls reports a refusal to the remote as an alert, and QUIC passes
+/// it on to us as text; this keeps the reason for our own error.
 #[derive(Debug, Clone, Default)]
-pub struct ServerVerdict(Arc<Mutex<Option<Rejection>>>);
+pub struct Verdict(Arc<Mutex<Option<Rejection>>>);
 
-impl ServerVerdict {
-    /// The reason the server's certificate was refused, once (later calls return `None`).
+impl Verdict {
+    /// The reason the remote's certificate was refused, once (later calls return `None`).
     pub fn take(&self) -> Option<HandshakeError> {
         self.0.lock().ok()?.take().map(HandshakeError::from)
     }
@@ -117,7 +118,7 @@ impl ServerVerdict {
 pub(crate) struct ServerVerifier {
     pub(crate) local: PeerId,
     pub(crate) expected: Option<PeerId>,
-    pub(crate) verdict: ServerVerdict,
+    pub(crate) verdict: Verdict,
     pub(crate) provider: Arc<CryptoProvider>,
 }
 
@@ -164,6 +165,8 @@ impl ServerCertVerifier for ServerVerifier {
 pub(crate) struct ClientVerifier {
     pub(crate) local: PeerId,
     pub(crate) provider: Arc<CryptoProvider>,
+    /// Where a configuration made for one connection keeps the reason of a refusal.
+    pub(crate) verdict: Option<Verdict>,
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -177,7 +180,9 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        check(end_entity, intermediates, self.local, None)?;
+        check(end_entity, intermediates, self.local, None).map_err(|rejection| {
+            self.verdict.as_ref().map_or(rejection, |verdict| verdict.record(rejection))
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 
