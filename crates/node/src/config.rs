@@ -184,6 +184,10 @@ impl NodeConfig {
         if self.unauthorized_rate == 0 {
             return Err(ConfigError::Zero { field: "unauthorized_rate" });
         }
+        #[cfg(feature = "tcp")]
+        dial_security_built("tcp.dial_tls", self.tcp.dial_tls)?;
+        #[cfg(feature = "ws")]
+        dial_security_built("ws.dial_tls", self.ws.dial_tls)?;
         if self.lane_min_rate == 0 {
             return Err(ConfigError::Zero { field: "lane_min_rate" });
         }
@@ -220,15 +224,28 @@ impl NodeConfig {
     }
 }
 
+/// Whether the security a transport is set to dial with (`dial_tls`: TLS, else Noise) is built.
+#[allow(dead_code)] // unused when neither tcp nor ws is built
+fn dial_security_built(field: &'static str, dial_tls: bool) -> Result<(), ConfigError> {
+    let (security, feature, built) = if dial_tls {
+        ("TLS", "tls", cfg!(feature = "tls"))
+    } else {
+        ("Noise", "noise", cfg!(feature = "noise"))
+    };
+    if built { Ok(()) } else { Err(ConfigError::SecurityNotBuilt { field, security, feature }) }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: Vec::new(),
             peers: PeersConfig::default(),
+            // Dial with a security this node has, whatever features other crates of the build
+            // turned on in sinew-tcp and sinew-ws (Cargo unifies them).
             #[cfg(feature = "tcp")]
-            tcp: TcpConfig::default(),
+            tcp: TcpConfig { dial_tls: !cfg!(feature = "noise"), ..TcpConfig::default() },
             #[cfg(feature = "ws")]
-            ws: sinew_ws::WsConfig::default(),
+            ws: sinew_ws::WsConfig { dial_tls: !cfg!(feature = "noise"), ..Default::default() },
             #[cfg(feature = "quic")]
             quic: sinew_quic::QuicConfig::default(),
             control_frame_cap: DEFAULT_CONTROL_CAP,
@@ -270,6 +287,27 @@ impl Default for NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default dials with a security this build has; asking for one it left out is a
+    /// typed error at start, not a dial that fails every time.
+    #[cfg(feature = "tcp")]
+    #[test]
+    fn dialling_with_a_security_left_out_is_refused() {
+        let config = NodeConfig::default();
+        assert_eq!(config.tcp.dial_tls, !cfg!(feature = "noise"));
+        for dial_tls in [false, true] {
+            let mut config = NodeConfig::default();
+            config.tcp.dial_tls = dial_tls;
+            let built = [cfg!(feature = "noise"), cfg!(feature = "tls")][usize::from(dial_tls)];
+            match config.validate() {
+                Ok(()) => assert!(built, "dial_tls {dial_tls}"),
+                Err(ConfigError::SecurityNotBuilt { field: "tcp.dial_tls", .. }) => {
+                    assert!(!built, "dial_tls {dial_tls}");
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    }
 
     /// One case per invalid field: each is refused with its typed error, and the defaults pass.
     #[test]

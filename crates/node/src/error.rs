@@ -60,6 +60,19 @@ pub enum ConfigError {
     /// The peer manager's settings.
     #[error("peers: {0}")]
     Peers(#[from] sinew_peers::ConfigError),
+    /// A transport is set to dial with a security this build of `sinew` leaves out (the
+    /// `noise` or `tls` feature).
+    #[error(
+        "{field} asks to dial with {security}, which this build leaves out (feature `{feature}`)"
+    )]
+    SecurityNotBuilt {
+        /// The field (`tcp.dial_tls`, `ws.dial_tls`).
+        field: &'static str,
+        /// The security it asks for (`Noise`, `TLS`).
+        security: &'static str,
+        /// The Cargo feature that builds it.
+        feature: &'static str,
+    },
 }
 
 pub use sinew_host::RegisterError;

@@ -32,8 +32,11 @@
 //!
 //! QUIC bidirectional streams, with the same contract as sinew's yamux muxer:
 //! - the opener writes first (the remote learns of a stream with its first bytes);
-//! - `finish` (`poll_shutdown`) sends FIN after the data written and then waits until the
-//!   remote acknowledged all of it (so a connection closed after a finish loses nothing);
+//! - `finish` (`poll_shutdown`) queues FIN after the data written and returns at once, as on
+//!   yamux; [`MuxedConnection::close`](sinew_transport::MuxedConnection::close) first waits
+//!   (bounded by `close_timeout`) until the remote acknowledged what finished streams sent, so
+//!   a connection closed that way after a finish loses nothing (dropping its last handle
+//!   instead closes at once);
 //! - dropping a stream without finishing resets it ([`RESET_CODE`]) and dropping it before its
 //!   end was read stops the receiving half ([`STOP_CODE`]);
 //! - a read returns 0 bytes only at the remote's FIN: a reset stream, or a closed or lost

@@ -40,8 +40,9 @@ pub fn quinn_stream_limit(limits: StreamLimits) -> u32 {
 pub const INITIAL_STREAM_CREDIT: u32 = 24;
 
 /// The credit is raised when fewer than this many streams remain between the inbound streams
-/// held open and the credit granted.
-pub const STREAM_CREDIT_HEADROOM: u32 = 8;
+/// held open and the credit granted: [`STREAM_SLACK`], so that streams refused, or dropped but
+/// not yet closed on the wire (which quinn still counts), do not hold up new ones.
+pub const STREAM_CREDIT_HEADROOM: u32 = STREAM_SLACK;
 
 /// How much each raise adds to the credit (up to [`quinn_stream_limit`]).
 pub const STREAM_CREDIT_STEP: u32 = 16;

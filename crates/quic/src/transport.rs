@@ -109,17 +109,8 @@ impl QuicTransport {
     }
 
     fn server_config(&self) -> Result<quinn::ServerConfig, io::Error> {
-        self.quinn_server_config(self.inner.identity.server_config())
-    }
-
-    /// quinn's server configuration around a rustls one: the transport settings, and the
-    /// bounds on connection attempts not yet accepted (which only the endpoint's own
-    /// configuration sets).
-    fn quinn_server_config(
-        &self,
-        tls: Arc<rustls::ServerConfig>,
-    ) -> Result<quinn::ServerConfig, io::Error> {
-        let crypto = QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
+        let crypto = QuicServerConfig::try_from(self.inner.identity.server_config())
+            .map_err(io::Error::other)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::clone(&self.inner.transport_config));
         // quinn's queue of connection attempts not yet accepted or refused: bounded near the
@@ -327,10 +318,6 @@ fn handshake_error(error: ConnectionError) -> HandshakeError {
         Some(code) if code == CRYPTO_ERROR_BASE + ALERT_NO_APPLICATION_PROTOCOL => {
             HandshakeError::Alpn
         }
-        // rustls, as a listener, when the dialler sent no certificate.
-        Some(code) if code == CRYPTO_ERROR_BASE + ALERT_CERTIFICATE_REQUIRED => {
-            HandshakeError::Certificate(CertificateError::NotOneCertificate)
-        }
         // NO_ERROR (0) is a plain close; anything else failed the handshake.
         Some(code) if code != 0 => HandshakeError::Tls(error.to_string()),
         _ => HandshakeError::Io(io::Error::new(io::ErrorKind::ConnectionAborted, error)),
@@ -341,6 +328,23 @@ fn handshake_error(error: ConnectionError) -> HandshakeError {
 /// else what quinn reported.
 fn checked_error(error: ConnectionError, verdict: &Verdict) -> HandshakeError {
     verdict.take().unwrap_or_else(|| handshake_error(error))
+}
+
+/// A failed inbound handshake (see [`checked_error`]). Our own rustls, as a listener, raises
+/// `certificate_required` when the dialler sent no certificate: the same typed reason as over
+/// TCP. (The same alert received from the remote names no fault of its certificate.)
+fn inbound_error(error: ConnectionError, verdict: &Verdict) -> HandshakeError {
+    if let Some(reason) = verdict.take() {
+        return reason;
+    }
+    match &error {
+        ConnectionError::TransportError(e)
+            if u64::from(e.code) == CRYPTO_ERROR_BASE + ALERT_CERTIFICATE_REQUIRED =>
+        {
+            HandshakeError::Certificate(CertificateError::NotOneCertificate)
+        }
+        _ => handshake_error(error),
+    }
 }
 
 /// A failed dial (see [`checked_error`]).
@@ -362,15 +366,22 @@ impl Transport for QuicTransport {
             let socket_addr = resolve_listen(&addr).await?;
             let server = this.server_config().map_err(ListenError::Bind)?;
             let (endpoint, local, buffers) =
-                this.bind(socket_addr, Some(server)).map_err(ListenError::Bind)?;
+                this.bind(socket_addr, Some(server.clone())).map_err(ListenError::Bind)?;
             let mut endpoints = this.endpoints();
             endpoints.listening.insert(local, endpoint.clone());
             endpoints.buffers.insert(local, buffers);
             drop(endpoints);
             let local_addr = Addr::new(Scheme::Quic, addr.host().clone(), local.port());
             let pending = Arc::new(AtomicUsize::new(0));
-            Ok(Box::new(QuicListener { endpoint, local, local_addr, transport: this, pending })
-                as Box<dyn Listener>)
+            let server = Arc::new(server);
+            Ok(Box::new(QuicListener {
+                endpoint,
+                local,
+                local_addr,
+                transport: this,
+                pending,
+                server,
+            }) as Box<dyn Listener>)
         })
     }
 
@@ -413,6 +424,8 @@ struct QuicListener {
     transport: QuicTransport,
     /// Attempts handed out whose handshake has not ended.
     pending: Arc<AtomicUsize>,
+    /// The endpoint's server configuration, the base of each connection's own.
+    server: Arc<quinn::ServerConfig>,
 }
 
 impl Listener for QuicListener {
@@ -447,6 +460,7 @@ impl Listener for QuicListener {
                 incoming,
                 endpoint: self.endpoint.clone(),
                 transport: self.transport.clone(),
+                server: Arc::clone(&self.server),
                 slot: PendingSlot::take(&self.pending),
             };
             Ok(Incoming::new(remote, local, pending))
@@ -473,6 +487,8 @@ struct PendingQuic {
     incoming: quinn::Incoming,
     endpoint: Endpoint,
     transport: QuicTransport,
+    /// The listener's server configuration.
+    server: Arc<quinn::ServerConfig>,
     /// Counted among the listener's handshakes in progress until dropped.
     slot: PendingSlot,
 }
@@ -495,25 +511,27 @@ impl Drop for PendingSlot {
 
 impl PendingConnection for PendingQuic {
     fn upgrade(self: Box<Self>) -> BoxFuture<'static, Result<Connection, UpgradeError>> {
-        let Self { incoming, endpoint, transport, slot } = *self;
+        let Self { incoming, endpoint, transport, server, slot } = *self;
         Box::pin(async move {
             let _slot = slot;
             let config = &transport.inner.config;
-            // A configuration of its own, so that our verifier's reason for refusing the
-            // dialler's certificate reaches us typed (quinn passes rustls's error on as text).
+            // The listener's configuration with TLS of its own, so that our verifier's reason
+            // for refusing the dialler's certificate reaches us typed (quinn passes rustls's
+            // error on as text). Everything else, token key included, is shared.
             let (tls, verdict) = transport
                 .inner
                 .identity
                 .server_config_with_verdict()
                 .map_err(|e| HandshakeError::Tls(e.to_string()))?;
-            let server = transport
-                .quinn_server_config(tls)
-                .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            let crypto =
+                QuicServerConfig::try_from(tls).map_err(|e| HandshakeError::Tls(e.to_string()))?;
+            let mut server = (*server).clone();
+            server.crypto = Arc::new(crypto);
             let handshake = async {
                 let connecting = incoming
                     .accept_with(Arc::new(server))
-                    .map_err(|e| checked_error(e, &verdict))?;
-                connecting.await.map_err(|e| checked_error(e, &verdict))
+                    .map_err(|e| inbound_error(e, &verdict))?;
+                connecting.await.map_err(|e| inbound_error(e, &verdict))
             };
             // The dialler sends two flights (its Initial, then its certificate and Finished),
             // each due at once: bounded as TLS over TCP is.
