@@ -545,7 +545,7 @@ impl State {
                 .senders
                 .get_mut(&ch)
                 .unwrap()
-                .send(ConnectionEvent::Proto(Box::new(event))); // sinew: boxed
+                .send(ConnectionEvent::Proto(event));
         }
 
         true
@@ -596,7 +596,7 @@ fn proto_ecn(ecn: udp::EcnCodepoint) -> proto::EcnCodepoint {
 #[derive(Debug)]
 struct ConnectionSet {
     /// Senders for communicating with the endpoint's connections
-    senders: FxHashMap<ConnectionHandle, mpsc::UnboundedSender<ConnectionEvent>>,
+    senders: FxHashMap<ConnectionHandle, crate::event_queue::Sender<ConnectionEvent>>, // sinew
     /// Stored to give out clones to new ConnectionInners
     sender: mpsc::UnboundedSender<(ConnectionHandle, EndpointEvent)>,
     /// Set if the endpoint has been manually closed
@@ -611,13 +611,13 @@ impl ConnectionSet {
         socket: Arc<dyn AsyncUdpSocket>,
         runtime: Arc<dyn Runtime>,
     ) -> Connecting {
-        let (send, recv) = mpsc::unbounded_channel();
+        let (send, recv) = crate::event_queue::channel(); // sinew
         if let Some((error_code, ref reason)) = self.close {
-            send.send(ConnectionEvent::Close {
+            // sinew: the receiver is right here, so this cannot fail.
+            let _ = send.send(ConnectionEvent::Close {
                 error_code,
                 reason: reason.clone(),
-            })
-            .unwrap();
+            });
         }
         self.senders.insert(handle, send);
         Connecting::new(handle, conn, self.sender.clone(), recv, socket, runtime)
@@ -824,7 +824,7 @@ impl RecvState {
                                         .senders
                                         .get_mut(&handle)
                                         .unwrap()
-                                        .send(ConnectionEvent::Proto(Box::new(event))); // sinew: boxed
+                                        .send(ConnectionEvent::Proto(event));
                                 }
                                 Some(DatagramEvent::Response(transmit)) => {
                                     respond(transmit, &response_buffer, socket);

@@ -45,6 +45,7 @@ use std::sync::Arc;
 
 mod connection;
 mod endpoint;
+mod event_queue; // sinew: see its docs
 mod incoming;
 mod mutex;
 mod recv_stream;
@@ -99,9 +100,7 @@ enum ConnectionEvent {
         error_code: VarInt,
         reason: bytes::Bytes,
     },
-    // sinew: boxed, so that tokio's first channel block per connection holds 32 small values
-    // (1.5 KiB, the size of `Close`) instead of 32 events (6.5 KiB).
-    Proto(Box<proto::ConnectionEvent>),
+    Proto(proto::ConnectionEvent),
     Rebind(Arc<dyn AsyncUdpSocket>),
 }
 
