@@ -2,10 +2,12 @@
 //!
 //! - one stream, 1 GiB, 1 MiB writes: plain TCP, then sinew with Noise AES-GCM and ChaChaPoly
 //!   (TCP + Noise + yamux + frames); MB/s, ratio to TCP, CPU seconds per GB (both processes);
-//! - connection setup, dial to first response (a pong): median and connections per second,
-//!   sequential and concurrent;
-//! - heap per idle connection: VmHWM and VmRSS of a separate server process holding 1,000 idle
-//!   connections, per connection;
+//! - connection setup, dial to first response (a pong), over each transport and security
+//!   (tcp+noise, tcp+tls, ws+noise, quic) against one server node listening on all of them, in
+//!   interleaved rounds: median, ratio to tcp+noise, and connections per second, sequential
+//!   and concurrent;
+//! - memory per idle connection: VmHWM and VmRSS of a separate server process holding idle
+//!   connections (1,000 over tcp+noise, 500 over QUIC), per connection;
 //! - receiver peak RSS (VmHWM of a separate process) for one 512 MiB message.
 //!
 //! `cargo bench -p sinew-benches --bench e2e` (release). Prints a table and writes
@@ -18,13 +20,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sinew::layers::quic::{QuicConfig, QuicTransport};
 use sinew::{Keypair, Node, NodeConfig, NoiseSuite, Opcode};
 use sinew_codec::Frame;
 use sinew_codec::messages::{CONTROL_VERSION, ControlHello, MessageBody as _};
-use sinew_secure::NoiseIdentity;
+use sinew_secure::{NoiseIdentity, TlsIdentity};
 use sinew_tcp::{TcpConfig, TcpTransport};
 use sinew_transport::Transport as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+#[path = "delay_relay.rs"]
+mod delay_relay;
 
 const ROLE: &str = "SINEW_E2E_ROLE";
 const MIB: usize = 1 << 20;
@@ -116,12 +122,15 @@ async fn serve(role: &str) {
             });
         }
         "node" | "large-receiver" => {
-            let node = Node::builder(Keypair::generate())
+            let mut builder = Node::builder(Keypair::generate())
                 .with_config(server_config())
-                .listen("tcp://127.0.0.1:0".parse().unwrap())
-                .start()
-                .await
-                .unwrap();
+                .listen("tcp://127.0.0.1:0".parse().unwrap());
+            if role == "node" {
+                for addr in ["quic://127.0.0.1:0", "ws://127.0.0.1:0"] {
+                    builder = builder.listen(addr.parse().unwrap());
+                }
+            }
+            let node = builder.start().await.unwrap();
             if role == "large-receiver" {
                 let mut inbox = node.inbox(Opcode::app(1000).unwrap()).await.unwrap();
                 let pid = std::process::id();
@@ -135,8 +144,13 @@ async fn serve(role: &str) {
                     }
                 });
             }
-            let addr = node.listen_addrs()[0].clone().with_peer(node.peer_id());
-            println!("{addr}");
+            // One line: every listen address with the peer id, the TCP one first.
+            let addrs: Vec<String> = node
+                .listen_addrs()
+                .into_iter()
+                .map(|addr| addr.with_peer(node.peer_id()).to_string())
+                .collect();
+            println!("{}", addrs.join(" "));
             std::mem::forget(node); // lives until the process exits
         }
         "idle-client" => {
@@ -163,7 +177,10 @@ async fn serve(role: &str) {
 struct Server {
     child: Child,
     stdout: std::io::BufReader<ChildStdout>,
+    /// The first listen address (TCP).
     addr: String,
+    /// Every listen address.
+    addrs: Vec<String>,
 }
 
 impl Server {
@@ -175,9 +192,16 @@ impl Server {
             .spawn()
             .unwrap();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut addr = String::new();
-        stdout.read_line(&mut addr).unwrap();
-        Self { child, stdout, addr: addr.trim().to_owned() }
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addrs: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        Self { child, stdout, addr: addrs[0].clone(), addrs }
+    }
+
+    /// The listen address of `scheme`.
+    fn addr_of(&self, scheme: &str) -> sinew::Addr {
+        let prefix = format!("{scheme}://");
+        self.addrs.iter().find(|a| a.starts_with(&prefix)).unwrap().parse().unwrap()
     }
 
     fn pid(&self) -> u32 {
@@ -244,8 +268,35 @@ async fn sinew_run(addr: &str, suite: NoiseSuite, bytes: u64) -> (f64, f64) {
     (report.upload_mbps(), report.upload_time.as_secs_f64())
 }
 
-async fn one_setup(addr: &sinew::Addr) -> (Duration, Duration) {
-    let node = client(NoiseSuite::AesGcm).await;
+/// The transport and security pairs whose setup is measured, and the scheme each dials.
+///
+/// `quic` is a client node that listens on QUIC too, so that its endpoint (UDP socket, quinn's
+/// 3 MB receive buffer, driver task) exists before the dial, as in any node that already
+/// dialled or listens over QUIC; `quic-first-dial` is a client-only node whose dial binds its
+/// endpoint first.
+const SETUP_PAIRS: [(&str, &str); 5] = [
+    ("tcp+noise", "tcp"),
+    ("tcp+tls", "tcp"),
+    ("ws+noise", "ws"),
+    ("quic", "quic"),
+    ("quic-first-dial", "quic"),
+];
+
+/// A client node for one setup over `pair` (TLS pairs dial with TLS).
+async fn setup_client(pair: &str) -> Node {
+    let mut config = NodeConfig::default();
+    config.tcp.noise.suite = NoiseSuite::AesGcm;
+    config.tcp.dial_tls = pair == "tcp+tls";
+    let mut builder = Node::builder(Keypair::generate()).with_config(config);
+    if pair == "quic" {
+        builder = builder.listen("quic://127.0.0.1:0".parse().unwrap());
+    }
+    builder.start().await.unwrap()
+}
+
+/// One fresh client node dials `addr` over `pair` and pings: (dial, dial to first pong).
+async fn one_setup(pair: &str, addr: &sinew::Addr) -> (Duration, Duration) {
+    let node = setup_client(pair).await;
     let start = Instant::now();
     let peer = node.dial(addr.clone()).await.unwrap();
     let dialled = start.elapsed();
@@ -261,6 +312,22 @@ async fn idle_connection(
 ) -> (sinew_transport::Connection, sinew_transport::Stream) {
     let key = Keypair::generate();
     let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(&key, 1)), TcpConfig::default());
+    let connection = transport.dial(target.clone()).await.unwrap();
+    let mut control = connection.muxer.open_stream().await.unwrap();
+    let hello =
+        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())
+            .to_bytes();
+    control.write_all(&hello).await.unwrap();
+    control.flush().await.unwrap();
+    (connection, control)
+}
+
+/// The same over QUIC: a fresh identity (and so a fresh endpoint) per connection.
+async fn idle_connection_quic(
+    target: &sinew::Addr,
+) -> (sinew_transport::Connection, sinew_transport::Stream) {
+    let identity = Arc::new(TlsIdentity::new(&Keypair::generate(), 1).unwrap());
+    let transport = QuicTransport::new(identity, QuicConfig::default());
     let connection = transport.dial(target.clone()).await.unwrap();
     let mut control = connection.muxer.open_stream().await.unwrap();
     let hello =
@@ -360,60 +427,138 @@ async fn throughput(bytes: u64, rounds: usize) -> serde_json::Value {
     })
 }
 
-/// Connection setup: dial to first pong, a fresh client identity each time.
+/// Connection setup: dial to first pong, a fresh client node each time, over every pair in
+/// [`SETUP_PAIRS`], in interleaved rounds (so that the machine's noise falls on all alike):
+/// over loopback, then through [`delay_relay`] with 2 and 20 ms of round trip.
 async fn setup() -> serde_json::Value {
     let node = Server::start("node");
-    let target: sinew::Addr = node.addr.parse().unwrap();
     let n = if quick() { 100 } else { 500 };
-    let _ = one_setup(&target).await; // warm up
-    let start = Instant::now();
-    let mut setups = Vec::with_capacity(n);
-    let mut dials = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (dial, total) = one_setup(&target).await;
-        setups.push(total.as_secs_f64() * 1e3);
-        dials.push(dial.as_secs_f64() * 1e3);
+    for (pair, scheme) in SETUP_PAIRS {
+        let _ = one_setup(pair, &node.addr_of(scheme)).await; // warm up
     }
-    let sequential_rate = n as f64 / start.elapsed().as_secs_f64();
-    let setup_median = median(setups.clone());
-    let dial_median = median(dials.clone());
-    let concurrency = 32;
+    let direct: Vec<_> = SETUP_PAIRS.iter().map(|(p, s)| (*p, node.addr_of(s))).collect();
+    println!("connection setup (dial to first pong, a fresh client node each time), loopback");
+    let mut figures = setup_pass(&direct, n, 5, true).await;
+    for rtt_ms in [2u64, 20] {
+        let delay = Duration::from_micros(rtt_ms * 500);
+        let mut relayed = Vec::new();
+        for (pair, scheme) in SETUP_PAIRS {
+            let target = node.addr_of(scheme);
+            let port = target.port();
+            let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let relay = if scheme == "quic" {
+                delay_relay::udp(to, delay).await
+            } else {
+                delay_relay::tcp(to, delay).await
+            };
+            let addr =
+                target.to_string().replacen(&format!(":{port}"), &format!(":{}", relay.port()), 1);
+            relayed.push((pair, addr.parse().unwrap()));
+        }
+        println!("  through a relay adding {rtt_ms} ms of round trip");
+        let count = if quick() { 20 } else { 60 };
+        let pass = setup_pass(&relayed, count, 2, false).await;
+        figures.insert(format!("rtt_{rtt_ms}ms"), serde_json::Value::Object(pass));
+    }
+    drop(node);
+    serde_json::Value::Object(figures)
+}
+
+/// `n` setups over each of `targets` in `rounds` interleaved rounds: median, ratio to the
+/// first (tcp+noise), sequential rate and, with `concurrent`, the rate with
+/// [`CONCURRENCY`] at once.
+async fn setup_pass(
+    targets: &[(&'static str, sinew::Addr)],
+    n: usize,
+    rounds: usize,
+    concurrent: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut samples: Vec<(Vec<f64>, Vec<f64>, Duration)> =
+        targets.iter().map(|_| (Vec::new(), Vec::new(), Duration::ZERO)).collect();
+    for _ in 0..rounds {
+        for (i, (pair, target)) in targets.iter().enumerate() {
+            let start = Instant::now();
+            for _ in 0..n / rounds {
+                let (dial, total) = one_setup(pair, target).await;
+                samples[i].0.push(total.as_secs_f64() * 1e3);
+                samples[i].1.push(dial.as_secs_f64() * 1e3);
+            }
+            samples[i].2 += start.elapsed();
+        }
+    }
+    let mut figures = serde_json::Map::new();
+    let baseline = median(samples[0].0.clone());
+    for (i, (pair, target)) in targets.iter().enumerate() {
+        let (setups, dials, took) = &samples[i];
+        let count = setups.len();
+        let sequential_rate = count as f64 / took.as_secs_f64();
+        let setup_median = median(setups.clone());
+        let dial_median = median(dials.clone());
+        let ratio = setup_median / baseline;
+        let concurrent_rate =
+            if concurrent { Some(concurrent_setups(pair, target, n).await) } else { None };
+        let at_once = concurrent_rate
+            .map(|r| format!("; concurrent ({CONCURRENCY} at once) {r:.0}/s"))
+            .unwrap_or_default();
+        println!(
+            "  {pair:<15} median {setup_median:7.3} ms (x{ratio:.2} of tcp+noise; the dial {dial_median:.3} ms); sequential {sequential_rate:.0}/s{at_once}"
+        );
+        figures.insert((*pair).into(), serde_json::json!({
+            "count": count, "median_ms": setup_median, "dial_median_ms": dial_median,
+            "vs_tcp_noise": ratio, "sequential_per_sec": sequential_rate,
+            "concurrency": CONCURRENCY, "concurrent_per_sec": concurrent_rate, "samples_ms": setups,
+        }));
+    }
+    figures
+}
+
+/// Setups running at once in the concurrent measurement.
+const CONCURRENCY: usize = 32;
+
+/// Setups per second with [`CONCURRENCY`] of them running at once.
+async fn concurrent_setups(pair: &'static str, target: &sinew::Addr, n: usize) -> f64 {
     let start = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..concurrency {
+    for _ in 0..CONCURRENCY {
         let target = target.clone();
         handles.push(tokio::spawn(async move {
-            for _ in 0..n / concurrency {
-                one_setup(&target).await;
+            for _ in 0..n / CONCURRENCY {
+                one_setup(pair, &target).await;
             }
         }));
     }
     for h in handles {
         h.await.unwrap();
     }
-    let concurrent_rate = (n / concurrency * concurrency) as f64 / start.elapsed().as_secs_f64();
-    println!("connection setup (TCP + Noise XX + yamux + control stream, dial to first pong)");
-    println!(
-        "  median {setup_median:.3} ms (of which the dial: {dial_median:.3} ms); sequential {sequential_rate:.0}/s; concurrent ({concurrency} at once) {concurrent_rate:.0}/s"
-    );
-    drop(node);
-    serde_json::json!({
-        "count": n, "median_ms": setup_median, "dial_median_ms": dial_median, "sequential_per_sec": sequential_rate,
-        "concurrency": concurrency, "concurrent_per_sec": concurrent_rate, "samples_ms": setups,
-    })
+    (n / CONCURRENCY * CONCURRENCY) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Idle connections: memory of a separate server process, per connection.
+/// Idle connections: memory of a separate server process, per connection, over tcp+noise and
+/// over QUIC.
 async fn idle() -> serde_json::Value {
+    let tcp = idle_over("tcp", 1000).await;
+    let quic = idle_over("quic", 500).await;
+    serde_json::json!({ "tcp+noise": tcp, "quic": quic })
+}
+
+/// `count` idle connections to a fresh server node over `scheme` (`tcp` with Noise, or `quic`):
+/// the growth of the server's VmHWM and VmRSS, per connection.
+async fn idle_over(scheme: &str, count: usize) -> serde_json::Value {
     let idle = Server::start("node");
-    let target: sinew::Addr = idle.addr.parse().unwrap();
-    let warm = idle_connection(&target).await;
+    let target = idle.addr_of(scheme);
+    let connect = |target: sinew::Addr| async move {
+        if scheme == "quic" {
+            idle_connection_quic(&target).await
+        } else {
+            idle_connection(&target).await
+        }
+    };
+    let warm = connect(target.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (hwm0, rss0) = (status_kib(idle.pid(), "VmHWM:"), status_kib(idle.pid(), "VmRSS:"));
-    let count = 1000;
     let mut conns = Vec::with_capacity(count);
     for _ in 0..count {
-        conns.push(idle_connection(&target).await);
+        conns.push(connect(target.clone()).await);
     }
     // Let the server settle: identify and pings exchanged, handshake buffers freed.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -421,7 +566,7 @@ async fn idle() -> serde_json::Value {
     let per_hwm = (hwm1.saturating_sub(hwm0) * 1024) as f64 / count as f64;
     let per_rss = (rss1.saturating_sub(rss0) * 1024) as f64 / count as f64;
     println!(
-        "idle connections: {count} open, server process VmHWM {hwm0} -> {hwm1} KiB, VmRSS {rss0} -> {rss1} KiB"
+        "idle connections over {scheme}: {count} open, server process VmHWM {hwm0} -> {hwm1} KiB, VmRSS {rss0} -> {rss1} KiB"
     );
     println!("  per connection endpoint: {per_hwm:.0} B (VmHWM), {per_rss:.0} B (VmRSS)");
     drop(conns);
