@@ -312,14 +312,7 @@ async fn idle_connection(
 ) -> (sinew_transport::Connection, sinew_transport::Stream) {
     let key = Keypair::generate();
     let transport = TcpTransport::new(Arc::new(NoiseIdentity::new(&key, 1)), TcpConfig::default());
-    let connection = transport.dial(target.clone()).await.unwrap();
-    let mut control = connection.muxer.open_stream().await.unwrap();
-    let hello =
-        Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())
-            .to_bytes();
-    control.write_all(&hello).await.unwrap();
-    control.flush().await.unwrap();
-    (connection, control)
+    with_control(transport.dial(target.clone()).await.unwrap()).await
 }
 
 /// The same over QUIC: a fresh identity (and so a fresh endpoint) per connection.
@@ -328,7 +321,13 @@ async fn idle_connection_quic(
 ) -> (sinew_transport::Connection, sinew_transport::Stream) {
     let identity = Arc::new(TlsIdentity::new(&Keypair::generate(), 1).unwrap());
     let transport = QuicTransport::new(identity, QuicConfig::default());
-    let connection = transport.dial(target.clone()).await.unwrap();
+    with_control(transport.dial(target.clone()).await.unwrap()).await
+}
+
+/// Opens `connection`'s control stream and sends the hello.
+async fn with_control(
+    connection: sinew_transport::Connection,
+) -> (sinew_transport::Connection, sinew_transport::Stream) {
     let mut control = connection.muxer.open_stream().await.unwrap();
     let hello =
         Frame::message(Opcode::CONTROL_STREAM, ControlHello { version: CONTROL_VERSION }.encode())
