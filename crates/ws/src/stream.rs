@@ -28,7 +28,10 @@ pub struct WsStreamConfig {
     /// on `poll_flush` or when the batch is full. Keep it at or below the peer's
     /// `max_message_size`.
     pub write_batch: usize,
-    /// How much tungstenite reads from the socket at a time (64 KiB).
+    /// How much tungstenite reads from the socket at a time (16 KiB). Its read buffer starts at
+    /// this size and is kept for the connection's life: at 64 KiB an idle ws+noise connection
+    /// endpoint held 71 KiB, at 16 KiB it holds 23 KiB, for the same bulk throughput (8 KiB
+    /// cost 14 % more CPU; `farm-bench` of the `ws_throughput` example, docs/performance.md).
     pub read_buffer_size: usize,
 }
 
@@ -38,7 +41,7 @@ impl Default for WsStreamConfig {
             max_message_size: 1 << 20,
             max_frame_size: 1 << 20,
             write_batch: 256 * 1024,
-            read_buffer_size: 64 * 1024,
+            read_buffer_size: 16 * 1024,
         }
     }
 }
